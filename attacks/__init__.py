@@ -1,0 +1,14 @@
+"""Adversarial attacks on [0, 1] pixels: pure torch, no Lightning.
+
+``attack = create_attack({"name": "pgd", "eps": 0.3, "steps": 40})``, then
+``x_adv = attack(model, x, y)``.
+"""
+from attacks.base import Attack, as_float
+from attacks.model_mode import attack_mode
+from attacks.pgd import BIM, FGSM, PGD, FGSMRandomStart
+from attacks.registry import attack_options, available_attacks, create_attack, register_attack
+
+__all__ = [
+    "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
+    "attack_options", "available_attacks", "create_attack", "register_attack",
+]

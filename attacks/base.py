@@ -1,0 +1,95 @@
+"""The attack contract shared by every attack in the suite.
+
+``attack(model, x, y) -> x_adv``: ``model`` maps [0, 1] pixels to logits, ``x`` is a
+batch of [0, 1] pixels, ``y`` the labels. The output stays inside the attack's
+eps-ball around ``x`` and inside [0, 1]; eps = 0 returns ``x`` unchanged. While the
+attack runs the model's parameters are frozen and its modes are set by ``bn_mode``
+(see :mod:`attacks.model_mode`); both are restored afterwards. Randomness comes from
+a generator seeded with ``seed``, so a seed reproduces an attack.
+"""
+from __future__ import annotations
+
+import inspect
+from fractions import Fraction
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks.model_mode import attack_mode
+
+
+def as_float(value: Any) -> float:
+    """Read a number, or a fraction written as text ("8/255" in YAML)."""
+    if isinstance(value, str):
+        return float(Fraction(value.strip()))
+    return float(value)
+
+
+class Attack:
+    """Base class: subclasses implement :meth:`perturb` on a frozen model."""
+
+    name = "attack"
+
+    def __init__(self, eps: float, norm: str = "linf", bn_mode: str = "eval", seed: int | None = None):
+        self.eps = as_float(eps)
+        self.norm = norm
+        self.bn_mode = bn_mode
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._check_eps()
+
+    def _check_eps(self) -> None:
+        if self.eps < 0 or (self.norm == "linf" and self.eps > 1):
+            raise ValueError(
+                f"{self.name}: eps={self.eps} is outside [0, 1]; eps is in [0, 1] pixel units "
+                "(write 8/255, not 8)"
+            )
+
+    # -- the public call -------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_eps()
+        x = x.detach()
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"{self.name}: inputs must be [0, 1] pixels (got range [{x.min():.3g}, {x.max():.3g}]); "
+                "normalisation belongs inside the model"
+            )
+        if self.eps == 0 or x.numel() == 0:
+            return x.clone()
+        with attack_mode(model, self.bn_mode), torch.enable_grad():
+            x_adv = self.perturb(model, x, y.detach())
+        return x_adv.detach()
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ------------------------------------------------------
+    def generator(self, device: torch.device) -> torch.Generator:
+        """One generator per device, seeded once: successive calls continue the stream."""
+        if device not in self._generators:
+            gen = torch.Generator(device=device)
+            if self.seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return self._generators[device]
+
+    @staticmethod
+    def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient of the summed cross-entropy w.r.t. the input only (float32 loss)."""
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad
+
+    def config(self) -> dict[str, Any]:
+        """Name and constructor arguments: enough to rebuild the attack and to report it."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {"name": self.name, **{k: getattr(self, k) for k in params if k != "self" and hasattr(self, k)}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,73 @@
+"""Perturbation balls in pixel units: the geometry every first-order attack shares.
+
+A ball knows how to draw a random start inside itself, take a steepest-ascent step
+for its norm, and project a perturbation back onto itself. Images are [0, 1] pixels;
+``eps`` is the ball's radius in the same units (L-inf: per pixel, L2: whole image).
+"""
+from __future__ import annotations
+
+import torch
+
+_TINY = 1e-12
+
+
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each sample, shaped to broadcast against ``t``."""
+    norms = t.flatten(1).norm(dim=1)
+    return norms.view(-1, *([1] * (t.dim() - 1)))
+
+
+class LinfBall:
+    name = "linf"
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def random_point(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return (2 * noise - 1) * self.eps
+
+    def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:
+        return alpha * grad.sign()
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.clamp(-self.eps, self.eps)
+
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).abs().amax(dim=1)
+
+
+class L2Ball:
+    name = "l2"
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def random_point(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Uniform in the ball: Gaussian direction, radius eps * U^(1/d)."""
+        direction = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        direction = direction / (_per_sample_norm(direction) + _TINY)
+        dims = like[0].numel()
+        u = torch.rand((like.shape[0],), generator=generator, device=like.device, dtype=like.dtype)
+        radius = self.eps * u.pow(1.0 / dims)
+        return direction * radius.view(-1, *([1] * (like.dim() - 1)))
+
+    def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:
+        return alpha * grad / (_per_sample_norm(grad) + _TINY)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        factor = (self.eps / (_per_sample_norm(delta) + _TINY)).clamp(max=1.0)
+        return delta * factor
+
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).norm(dim=1)
+
+
+BALLS = {"linf": LinfBall, "l2": L2Ball}
+
+
+def make_ball(norm: str, eps: float):
+    try:
+        return BALLS[norm](eps)
+    except KeyError:
+        raise ValueError(f"unknown norm {norm!r}; valid norms: {sorted(BALLS)}") from None

@@ -1,0 +1,50 @@
+"""Attacks by name, so YAML and the CLI can say ``{name: pgd, eps: 8/255, steps: 40}``."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+_ATTACKS: dict[str, type] = {}
+
+
+def register_attack(name: str):
+    """Class decorator: make an Attack subclass available under ``name``."""
+
+    def decorate(cls):
+        if name in _ATTACKS:
+            raise ValueError(f"attack name {name!r} is already registered by {_ATTACKS[name].__name__}")
+        cls.name = name
+        _ATTACKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_attacks() -> list[str]:
+    return sorted(_ATTACKS)
+
+
+def attack_options(name: str) -> list[str]:
+    params = inspect.signature(_ATTACKS[name].__init__).parameters
+    return [p for p in params if p != "self"]
+
+
+def create_attack(spec: "str | Mapping[str, Any] | Any"):
+    """Build an attack from a name, a ``{name: ..., **options}`` mapping, or pass an Attack through."""
+    from attacks.base import Attack
+
+    if isinstance(spec, Attack):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"an attack is given as a name or a mapping with a 'name' key, got {spec!r}")
+    options = dict(spec)
+    name = str(options.pop("name")).lower().replace("-", "_")
+    if name not in _ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(available_attacks())}")
+    valid = attack_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for attack {name!r}; valid options: {', '.join(valid)}")
+    return _ATTACKS[name](**options)

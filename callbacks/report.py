@@ -1,0 +1,90 @@
+"""Reporting a robustness evaluation: sanity checks, robustness.json, loggers, a table."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+
+def sanity_warnings(result: dict[str, Any]) -> list[str]:
+    """Checks every evaluation runs: eps = 0 equals clean accuracy; accuracy never rises with eps."""
+    warnings = []
+    by_attack: dict[str, list[dict]] = {}
+    for row in result["rows"]:
+        by_attack.setdefault(row["attack"], []).append(row)
+    for attack, rows in by_attack.items():
+        rows = sorted(rows, key=lambda r: r["eps"])
+        for row in rows:
+            if row["eps"] == 0 and row["correct"] != result["clean_correct"]:
+                warnings.append(
+                    f"{attack}: accuracy at eps=0 ({row['accuracy']:.4f}) differs from clean accuracy "
+                    f"({result['clean_accuracy']:.4f}); is the model stochastic (dropout, random defence)?"
+                )
+        for lo, hi in zip(rows, rows[1:]):
+            if hi["correct"] > lo["correct"]:
+                warnings.append(
+                    f"{attack}: accuracy rises from {lo['accuracy']:.4f} at eps={lo['eps']:g} to "
+                    f"{hi['accuracy']:.4f} at eps={hi['eps']:g}; the attack is failing (gradient masking?)"
+                )
+    return warnings
+
+
+def append_json(path: Path, result: dict[str, Any]) -> None:
+    """Add ``result`` to the file's list of evaluations; earlier evaluations are kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"evaluations": []}
+    if path.exists():
+        doc = json.loads(path.read_text())
+    doc["evaluations"].append(result)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".robustness-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(tmp, path)
+
+
+def log_to_loggers(loggers: list[Logger], result: dict[str, Any], step: int) -> None:
+    """W&B: a table and a robust-accuracy-vs-eps chart; every other logger: scalars."""
+    prefix = f"robustness/{result['split']}"
+    scalars = {f"{prefix}/clean_accuracy": result["clean_accuracy"]}
+    for row in result["rows"]:
+        scalars[f"{prefix}/{row['attack']}/eps_{row['eps']:.4g}"] = row["accuracy"]
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            _log_wandb(logger, result, prefix)
+        else:
+            logger.log_metrics(scalars, step=step)
+
+
+def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None:
+    import wandb
+
+    columns = ["attack", "eps", "robust_accuracy", "correct", "total"]
+    table = wandb.Table(columns=columns, data=[[r["attack"], r["eps"], r["accuracy"], r["correct"], r["total"]]
+                                               for r in result["rows"]])
+    attacks = list(dict.fromkeys(r["attack"] for r in result["rows"]))
+    eps = sorted({r["eps"] for r in result["rows"]})
+    acc = {(r["attack"], r["eps"]): r["accuracy"] for r in result["rows"]}
+    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=attacks,
+                                   title="robust accuracy vs eps", xname="eps")
+    logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
+                           f"{prefix}/clean_accuracy": result["clean_accuracy"]})
+    for row in result["rows"]:
+        if row["attack"] == "worst_case":
+            logger.experiment.summary[f"{prefix}/worst_case/eps_{row['eps']:.4g}"] = row["accuracy"]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    attacks = list(dict.fromkeys(r["attack"] for r in result["rows"]))
+    eps = sorted({r["eps"] for r in result["rows"]})
+    acc = {(r["attack"], r["eps"]): r["accuracy"] for r in result["rows"]}
+    width = max(len(a) for a in attacks + ["attack"])
+    lines = [f"robust accuracy on {result['num_samples']} {result['split']} images "
+             f"(clean accuracy {result['clean_accuracy']:.4f})",
+             "attack".ljust(width) + "".join(f"  eps={e:<8.4g}" for e in eps)]
+    for a in attacks:
+        lines.append(a.ljust(width) + "".join(f"  {acc[(a, e)]:<12.4f}" for e in eps))
+    return "\n".join(lines)

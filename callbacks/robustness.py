@@ -1,0 +1,183 @@
+"""Epsilon-sweep robustness evaluation as a Lightning callback.
+
+For a list of attacks and epsilons (pixel units, [0, 1] images), the robust accuracy
+of the model on the val or test split: per attack, and per sample the worst case over
+all attacks. eps = 0 is always part of the sweep, so the chart starts at clean accuracy.
+
+Distributed: the evaluated samples are cut into the same global batches whatever the
+number of processes; process r evaluates batches r, r + W, r + 2W, ... and the counts
+are summed over processes. No sample is padded or duplicated, and each batch's attack
+seeds depend on the batch index only, so counts equal a one-process run's.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from attacks import as_float, attack_mode, create_attack
+from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
+from callbacks.run_dir import run_directory
+from callbacks.sweep import sweep_batch
+
+STAGES = ("fit_end", "test_end", "validation_epoch")
+
+
+class _Numbered:
+    """Iterate a loader's batches together with their global batch indices."""
+
+    def __init__(self, indices: list[int], loader: DataLoader):
+        self.indices, self.loader = indices, loader
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return zip(self.indices, self.loader)
+
+
+class RobustnessEvaluation(Callback):
+    """Robust accuracy over attacks x epsilons, written to robustness.json and the loggers.
+
+    Args:
+        attacks: attack specs, e.g. ``[{name: pgd, steps: 40, alpha: 0.01}, {name: fgsm}]``;
+            their ``eps`` is set by the sweep.
+        epsilons: perturbation budgets in pixel units (numbers or fractions like "8/255").
+        split: ``test`` or ``val``.
+        num_samples: evaluate a fixed, seeded subset of this size (None = the whole split).
+        batch_size: evaluation batch size (the global batching, not per process).
+        run_on: when to run: ``fit_end``, ``test_end``, ``validation_epoch`` (see every_n_epochs).
+        every_n_epochs: with ``validation_epoch``, run after every N-th validation epoch.
+        seed: seed of the subset and of the attacks' random starts.
+        filename: results file, in the run directory.
+    """
+
+    def __init__(
+        self,
+        attacks: Sequence[Union[str, dict[str, Any]]] = ({"name": "pgd", "steps": 10},),
+        epsilons: Sequence[Union[float, str]] = (8 / 255,),
+        split: str = "test",
+        num_samples: Optional[int] = None,
+        batch_size: int = 256,
+        run_on: Sequence[str] = ("fit_end", "test_end"),
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        filename: str = "robustness.json",
+    ):
+        self.attacks = [{"name": a} if isinstance(a, str) else dict(a) for a in attacks]
+        for spec in self.attacks:
+            create_attack({**spec, "eps": 0.0})  # unknown names/options fail now, not after training
+        self.epsilons = sorted({0.0, *(as_float(e) for e in epsilons)})
+        for eps in self.epsilons:
+            if not 0.0 <= eps <= 1.0:
+                raise ValueError(f"epsilon {eps} is outside [0, 1]; epsilons are in [0, 1] pixel units (write 8/255)")
+        unknown = set(run_on) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown run_on {sorted(unknown)}; valid: {', '.join(STAGES)}")
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        self.split, self.num_samples, self.batch_size = split, num_samples, batch_size
+        self.run_on, self.every_n_epochs, self.seed, self.filename = tuple(run_on), every_n_epochs, seed, filename
+        self.results: list[dict[str, Any]] = []
+
+    # -- hooks -------------------------------------------------------------------------
+    def on_fit_end(self, trainer, pl_module):
+        if "fit_end" in self.run_on and not trainer.sanity_checking:
+            self.evaluate(trainer, pl_module, "fit_end")
+
+    def on_test_end(self, trainer, pl_module):
+        if "test_end" in self.run_on:
+            self.evaluate(trainer, pl_module, "test_end")
+
+    def on_validation_end(self, trainer, pl_module):
+        if ("validation_epoch" in self.run_on and not trainer.sanity_checking and trainer.state.fn == "fit"
+                and (trainer.current_epoch + 1) % self.every_n_epochs == 0):
+            self.evaluate(trainer, pl_module, "validation_epoch")
+
+    # -- the evaluation ----------------------------------------------------------------
+    def evaluate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> dict[str, Any]:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("RobustnessEvaluation needs gradients for its attacks: set --trainer.inference_mode false")
+        started = time.time()
+        batches = self._my_batches(trainer)
+        world, rank = trainer.world_size, trainer.global_rank
+        n_attacks, n_eps = len(self.attacks), len(self.epsilons)
+        counts = torch.zeros(2 + (n_attacks + 1) * n_eps, dtype=torch.long, device=pl_module.device)
+        bar = tqdm(total=len(batches), desc=f"robustness ({self.split}, {n_attacks} attacks x {n_eps} eps)",
+                   disable=rank != 0, leave=False, dynamic_ncols=True)
+        with attack_mode(pl_module):
+            for batch_index, (x, y) in batches:
+                x, y = x.to(pl_module.device), y.to(pl_module.device)
+                clean, robust = sweep_batch(pl_module, x, y, self.attacks, self.epsilons, self.seed + batch_index)
+                worst = robust.all(dim=0, keepdim=True)
+                counts[0] += y.numel()
+                counts[1] += clean.sum()
+                counts[2:] += torch.cat([robust, worst]).sum(dim=2).flatten()
+                bar.update(1)
+        bar.close()
+        counts = trainer.strategy.reduce(counts, reduce_op="sum") if world > 1 else counts
+        result = self._result(trainer, pl_module, stage, counts.cpu().tolist(), time.time() - started)
+        self.results.append(result)
+        if trainer.is_global_zero:
+            self._report(trainer, result)
+        return result
+
+    def _my_batches(self, trainer):
+        """This process's share of the global batches, as (global batch index, batch) pairs."""
+        dataset = trainer.datamodule.dataset(self.split)
+        n = len(dataset) if self.num_samples is None else min(self.num_samples, len(dataset))
+        if n < len(dataset):
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
+            dataset = Subset(dataset, order.sort().values.tolist())
+        mine = list(range(trainer.global_rank, -(-n // self.batch_size), trainer.world_size))
+        batches = [list(range(b * self.batch_size, min(n, (b + 1) * self.batch_size))) for b in mine]
+        return _Numbered(mine, DataLoader(dataset, batch_sampler=batches))
+
+    def _result(self, trainer, pl_module, stage, counts: list[int], seconds: float) -> dict[str, Any]:
+        total, clean_correct = counts[0], counts[1]
+        names = [self._attack_label(spec) for spec in self.attacks] + ["worst_case"]
+        rows = []
+        for a, name in enumerate(names):
+            for e, eps in enumerate(self.epsilons):
+                correct = counts[2 + a * len(self.epsilons) + e]
+                rows.append({"attack": name, "eps": eps, "accuracy": correct / max(total, 1),
+                             "correct": correct, "total": total})
+        hparams = dict(getattr(pl_module, "hparams", {}))
+        result = {
+            "stage": stage, "split": self.split, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+            "num_samples": total, "clean_correct": clean_correct, "clean_accuracy": clean_correct / max(total, 1),
+            "threat_model": "white-box; every attack differentiates through the whole model, [0, 1] pixels to logits",
+            "attacks": [{**spec, "label": label} for spec, label in zip(self.attacks, names)],
+            "norms": sorted({create_attack({**s, "eps": 0.0}).norm for s in self.attacks}),
+            "rows": rows,
+            "model": {k: hparams.get(k) for k in ("backbone", "num_classes", "objective", "attack") if k in hparams},
+            "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
+            "world_size": trainer.world_size, "seconds": round(seconds, 2),
+        }
+        result["warnings"] = sanity_warnings(result)
+        return result
+
+    @staticmethod
+    def _attack_label(spec: dict[str, Any]) -> str:
+        options = ",".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "eps", "seed"))
+        return f"{spec['name']}({options})" if options else spec["name"]
+
+    def _report(self, trainer, result: dict[str, Any]) -> None:
+        path = run_directory(trainer) / self.filename
+        append_json(path, result)
+        log_to_loggers(trainer.loggers, result, trainer.global_step)
+        rank_zero_info(format_table(result) + f"\nwritten to {path}")
+        for warning in result["warnings"]:
+            rank_zero_warn(f"robustness sanity check: {warning}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"results": self.results}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.results = list(state_dict.get("results", []))

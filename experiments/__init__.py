@@ -1,0 +1,1 @@
+"""The ``advtrain`` command line and the YAML experiments."""

@@ -1,0 +1,71 @@
+"""Weights & Biases defaults: offline without credentials, runs grouped and tagged.
+
+Runs are grouped by dataset and tagged by training objective and attack, so the W&B
+UI can compare defences. Without credentials (no WANDB_API_KEY, no netrc entry, no
+WANDB_MODE) the logger runs offline and says how to sync the run afterwards.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+WANDB_CLASS = "pytorch_lightning.loggers.WandbLogger"
+
+
+def has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _get(ns: Any, key: str, default=None):
+    if ns is None:
+        return default
+    return ns.get(key, default) if hasattr(ns, "get") else getattr(ns, key, default)
+
+
+def run_labels(config: Any) -> tuple[str, list[str]]:
+    """(group, tags) for a run: group = dataset class, tags = objective and attacks."""
+    data = _get(config, "data")
+    dataset = str(_get(data, "class_path", "data")).rsplit(".", 1)[-1].replace("DataModule", "")
+    model = _get(config, "model")
+    objective = _get(model, "objective", "clean")
+    attack = _get(model, "attack")
+    tags = [f"objective:{objective}", f"dataset:{dataset}", f"backbone:{_get(model, 'backbone')}"]
+    if attack:
+        tags.append(f"attack:{_get(attack, 'name')}")
+        tags.append(f"eps:{_get(attack, 'eps')}")
+    return dataset, tags
+
+
+def configure_wandb_logger(config: Any) -> bool:
+    """Fill in group, tags and offline mode of a WandbLogger in ``config``; True if offline."""
+    trainer = _get(config, "trainer")
+    loggers = _get(trainer, "logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    offline = False
+    for logger in loggers:
+        if str(_get(logger, "class_path", "")).rsplit(".", 1)[-1] != "WandbLogger":
+            continue
+        group, tags = run_labels(config)
+        kwargs = _get(logger, "dict_kwargs") or {}
+        kwargs.setdefault("group", group)
+        kwargs.setdefault("tags", tags)
+        logger["dict_kwargs"] = kwargs
+        init_args = _get(logger, "init_args")
+        if not has_wandb_credentials() and not _get(init_args, "offline", False):
+            init_args["offline"] = True
+        offline = offline or bool(_get(init_args, "offline", False))
+    return offline
+
+
+def sync_hint(save_dir: str | Path) -> str:
+    runs = sorted(Path(save_dir).glob("wandb/offline-run-*"), key=lambda p: p.stat().st_mtime)
+    where = runs[-1] if runs else Path(save_dir) / "wandb" / "offline-run-*"
+    return (f"W&B ran offline (no credentials). Upload the run with:\n    wandb login && wandb sync {where}\n"
+            "or set WANDB_API_KEY before training to log online.")

@@ -1,0 +1,151 @@
+"""The adversarial classifier: normaliser + backbone, trained with a pluggable objective.
+
+``forward`` takes [0, 1] pixels and returns logits, the contract attacks, AutoAttack
+and RobustBench rely on. Every epsilon and step size is in pixel units. The checkpoint
+carries the backbone name, class count, mean/std and the training recipe as plain
+hyperparameters, so ``AdversarialClassifier.load_from_checkpoint(path)`` needs nothing
+else and loads with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from attacks import Attack, create_attack
+from lightning_modules.backbones import create_backbone
+from lightning_modules.normalization import Normalize
+from lightning_modules.objectives import create_objective
+from lightning_modules.schedules import LR_SCHEDULES, lr_factor, ramp, training_progress
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+KINDS = ("clean", "adv")
+
+
+class AdversarialClassifier(pl.LightningModule):
+    """Image classifier on [0, 1] pixels trained clean, adversarially or on mixed batches.
+
+    Args:
+        backbone: timm model name (``mnist_cnn``, ``preact_resnet18``, ``resnet50``, ...).
+        num_classes, mean, std: linked from the datamodule by the CLI.
+        objective: ``clean`` | ``adversarial`` | ``mixed``.
+        attack: training attack as ``{name: pgd, eps: 0.3, steps: 40, ...}`` (pixel units).
+        adversarial_fraction: share of each batch attacked by ``mixed``.
+        eps_warmup: fraction of training over which the training attack's eps ramps
+            linearly from 0 to its value (0 = no ramp).
+        val_attack: attack for the adversarial validation metrics (default: ``attack``).
+        optimizer, lr, momentum, weight_decay, nesterov: the optimiser (sgd|adam|adamw).
+        lr_schedule: constant|cosine|linear|multistep over training progress (steps or
+            ``max_time``, whichever runs out first); lr_warmup: warm-up fraction;
+            milestones: progress fractions where multistep divides the lr by 10.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mnist_cnn",
+        num_classes: int = 10,
+        mean: tuple[float, ...] = (0.0,),
+        std: tuple[float, ...] = (1.0,),
+        objective: str = "clean",
+        attack: Optional[dict[str, Any]] = None,
+        adversarial_fraction: float = 0.5,
+        eps_warmup: float = 0.0,
+        val_attack: Optional[dict[str, Any]] = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        lr_schedule: str = "cosine",
+        lr_warmup: float = 0.0,
+        milestones: tuple[float, ...] = (0.5, 0.75),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        self.net = nn.Sequential(OrderedDict(
+            normalize=Normalize(mean, std),
+            backbone=create_backbone(backbone, num_classes=num_classes, in_chans=len(mean)),
+        ))
+        self.objective = create_objective(objective, adversarial_fraction)
+        self.attack: Attack | None = create_attack(attack) if attack else None
+        if self.objective.needs_attack and self.attack is None:
+            raise ValueError(f"objective {objective!r} needs model.attack, e.g. {{name: pgd, eps: 0.3, steps: 10}}")
+        self._attack_eps = self.attack.eps if self.attack is not None else 0.0  # eps_warmup ramps up to this
+        # a separate instance: the training attack's eps is ramped by eps_warmup
+        self.val_attack: Attack | None = create_attack(val_attack or attack) if (val_attack or attack) else None
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{kind}": nn.ModuleDict({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "loss": MeanMetric(),
+            })
+            for stage in ("train", "val", "test") for kind in KINDS
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels (N, C, H, W) -> logits (N, num_classes)."""
+        return self.net(x)
+
+    # -- training ----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.attack is not None:
+            self.attack.eps = self._attack_eps * ramp(training_progress(self.trainer), self.hparams.eps_warmup)
+            self.log("train/attack_eps", self.attack.eps)
+        out = self.objective(self, self.attack, x, y)
+        for kind, (logits, labels) in out.logits.items():
+            self._update_metrics("train", kind, logits, labels)
+        self.log("train/loss", out.loss, prog_bar=True)
+        return out.loss
+
+    # -- evaluation --------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self._update_metrics(stage, "clean", logits, y)
+        if self.val_attack is not None:
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError("adversarial evaluation needs gradients: set --trainer.inference_mode false")
+            x_adv = self.val_attack(self, x, y)
+            with torch.no_grad():
+                self._update_metrics(stage, "adv", self(x_adv), y)
+
+    def _update_metrics(self, stage: str, kind: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        metrics = self.metrics[f"{stage}_{kind}"]
+        metrics["acc"](logits.detach(), labels)
+        metrics["loss"](F.cross_entropy(logits.detach().float(), labels, reduction="none"))
+        on_step = stage == "train"
+        self.log(f"{stage}/{kind}_acc", metrics["acc"], on_step=on_step, on_epoch=True, prog_bar=kind == "adv" or stage != "train")
+        self.log(f"{stage}/{kind}_loss", metrics["loss"], on_step=False, on_epoch=True)
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).argmax(dim=1)
+
+    # -- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        kwargs = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+        if hp.optimizer == "sgd":
+            kwargs.update(momentum=hp.momentum, nesterov=hp.nesterov)
+        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), **kwargs)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda _: lr_factor(hp.lr_schedule, training_progress(self._trainer), hp.lr_warmup, hp.milestones),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
