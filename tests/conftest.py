@@ -1,0 +1,52 @@
+"""Shared fixtures: a small trained model on synthetic data, and the real-data location."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("ADVTRAIN_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+MNIST_PRESENT = (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+needs_mnist = pytest.mark.skipif(not MNIST_PRESENT, reason=f"real MNIST copy not found at {SHARED_DATASETS}/MNIST/raw")
+
+
+class ToyNet(nn.Module):
+    """Conv + BatchNorm + dropout: enough structure to test modes, statistics and gradients."""
+
+    def __init__(self, num_classes=4, channels=1, size=8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * size * size, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def toy_data(n=128, num_classes=4, size=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.rand((num_classes, 1, size, size), generator=gen)
+    y = torch.arange(n) % num_classes
+    x = (protos[y] + 0.1 * torch.randn((n, 1, size, size), generator=gen)).clamp(0, 1)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def trained_toy():
+    """A ToyNet trained to high clean accuracy on toy_data (about a second on CPU)."""
+    torch.manual_seed(0)
+    model = ToyNet()
+    x, y = toy_data()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model, x, y

@@ -1,0 +1,163 @@
+"""Invariants of every attack: threat model, identity at eps 0, strength, side effects, seeds."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attacks import attack_mode, available_attacks, create_attack
+from tests.conftest import ToyNet, toy_data
+
+EPS = 0.1
+# every registered attack, plus the L2 and restart variants of PGD
+SPECS = [{"name": n} for n in available_attacks()] + [
+    {"name": "pgd", "norm": "l2", "eps": 0.5, "steps": 5},
+    {"name": "pgd", "restarts": 3, "steps": 5},
+    {"name": "fgsm", "norm": "l2", "eps": 0.5},
+]
+
+
+def build(spec, **overrides):
+    return create_attack({"eps": EPS, **spec, **overrides})
+
+
+def ids(spec):
+    return "-".join(f"{v}" for v in spec.values())
+
+
+def test_registry_lists_the_foundation_attacks():
+    assert {"fgsm", "fgsm_rs", "bim", "pgd"} <= set(available_attacks())
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_output_inside_ball_and_pixel_range(spec, trained_toy):
+    model, x, y = trained_toy
+    x = x.clone()
+    x[:8] = 0.0  # boundary pixels: the attack must not leave [0, 1]
+    x[8:16] = 1.0
+    attack = build(spec)
+    x_adv = attack(model, x, y)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    delta = (x_adv - x).flatten(1)
+    norms = delta.abs().amax(1) if attack.norm == "linf" else delta.norm(dim=1)
+    assert (norms <= attack.eps + 1e-5).all()
+    assert (norms > 0).any(), "the attack moved no input at all"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_eps_zero_returns_the_input(spec, trained_toy):
+    model, x, y = trained_toy
+    assert torch.equal(build(spec, eps=0)(model, x, y), x)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_loss_increases_over_clean_loss(spec, trained_toy):
+    model, x, y = trained_toy
+    x_adv = build(spec)(model, x, y)
+    with torch.no_grad():
+        clean, adv = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
+    assert adv > clean * 1.5, (clean.item(), adv.item())
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_no_side_effects_on_the_model(spec, bn_mode, trained_toy):
+    _, x, y = trained_toy
+    model = ToyNet()
+    model.train()
+    model.head.eval()  # mixed modes: each submodule's own flag must come back
+    frozen = model.features[0].bias
+    frozen.requires_grad_(False)
+    before_modes = {name: m.training for name, m in model.named_modules()}
+    before_stats = {k: v.clone() for k, v in model.state_dict().items()}
+    build(spec, bn_mode=bn_mode)(model, x, y)
+    assert {name: m.training for name, m in model.named_modules()} == before_modes
+    assert all(p.grad is None for p in model.parameters()), "the attack left weight gradients behind"
+    assert not frozen.requires_grad and all(p.requires_grad for p in model.parameters() if p is not frozen)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before_stats[k]), f"{k} changed during the attack"
+
+
+def test_bn_mode_decides_which_statistics_the_attack_sees():
+    model = ToyNet()
+    model.features[1].running_mean.fill_(5.0)  # eval-mode BN then behaves very differently
+    x, y = toy_data(16)
+    seen = {}
+    for mode in ("eval", "train"):
+        with attack_mode(model, mode):
+            seen[mode] = model.features[1].training
+    assert seen == {"eval": False, "train": True}
+    g_eval = build({"name": "fgsm"}, bn_mode="eval")(model, x, y)
+    g_train = build({"name": "fgsm"}, bn_mode="train")(model, x, y)
+    assert not torch.equal(g_eval, g_train)
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s["name"] in ("pgd", "fgsm_rs")], ids=ids)
+def test_seed_reproduces_random_start_attacks(spec, trained_toy):
+    model, x, y = trained_toy
+    a = build(spec, seed=3)(model, x, y)
+    b = build(spec, seed=3)(model, x, y)
+    c = build(spec, seed=4)(model, x, y)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_fgsm_is_the_closed_form(trained_toy):
+    model, x, y = trained_toy
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+    expected = (x + EPS * grad.sign()).clamp(0, 1)
+    assert torch.allclose(build({"name": "fgsm"})(model, x, y), expected)
+
+
+def test_fgsm_rs_defaults_to_step_one_and_a_quarter_eps():
+    assert build({"name": "fgsm_rs"}).step_size() == pytest.approx(1.25 * EPS)
+
+
+def test_bim_uses_kurakins_step_rule():
+    bim = create_attack({"name": "bim", "eps": "8/255"})
+    assert bim.num_steps() == 10  # min(8 + 4, 1.25 * 8)
+    assert bim.step_size() == pytest.approx(1 / 255)
+    assert not bim.random_start
+
+
+def test_pgd_is_stronger_than_fgsm_and_restarts_never_hurt(trained_toy):
+    model, x, y = trained_toy
+
+    def acc(spec):
+        with torch.no_grad():
+            return (model(build(spec, eps=0.15, seed=0)(model, x, y)).argmax(1) == y).float().mean().item()
+
+    fgsm, pgd1, pgd3 = acc({"name": "fgsm"}), acc({"name": "pgd", "steps": 20}), acc({"name": "pgd", "steps": 20, "restarts": 3})
+    assert pgd1 <= fgsm
+    assert pgd3 <= pgd1
+
+
+def test_works_under_autocast(trained_toy):
+    model, x, y = trained_toy
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_adv = build({"name": "pgd", "steps": 3})(model, x, y)
+    assert x_adv.dtype == x.dtype
+    assert (x_adv - x).abs().max() <= EPS + 1e-5 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_errors_name_the_fix(trained_toy):
+    model, x, y = trained_toy
+    with pytest.raises(ValueError, match="valid attacks: .*pgd"):
+        create_attack({"name": "pgdd"})
+    with pytest.raises(ValueError, match="valid options: eps, alpha, steps"):
+        create_attack({"name": "pgd", "epsilon": 0.3})
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*8/255"):
+        create_attack({"name": "pgd", "eps": 8})
+    with pytest.raises(ValueError, match="unknown norm"):
+        create_attack({"name": "pgd", "norm": "l3"})
+    with pytest.raises(ValueError, match=r"\[0, 1\] pixels"):
+        create_attack({"name": "fgsm", "eps": 0.1})(model, x * 2 - 1, y)
+
+
+def test_fraction_strings_and_config_round_trip():
+    attack = create_attack({"name": "pgd", "eps": "8/255", "alpha": "2/255", "steps": 7})
+    assert attack.eps == pytest.approx(8 / 255) and attack.alpha == pytest.approx(2 / 255)
+    again = create_attack(attack.config())
+    assert again.config() == attack.config()

@@ -1,0 +1,122 @@
+"""The advtrain CLI: every objective and experiment runs, config saved, W&B offline, DDP exact."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import main
+from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS
+
+SYNTHETIC = ["--data", "datamodules.SyntheticDataModule", "--data.num_train", "256", "--data.num_test", "96",
+             "--data.batch_size", "32", "--data.val_size", "32"]
+SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+SWEEP = ["--trainer.callbacks+=callbacks.RobustnessEvaluation", "--trainer.callbacks.attacks",
+         '[{"name": "pgd", "steps": 3}]', "--trainer.callbacks.epsilons", "[0.1]"]
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+
+
+def csv_logger(root: Path) -> list[str]:
+    return ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),
+            "--trainer.default_root_dir", str(root)]
+
+
+def evaluations(root: Path) -> list[dict]:
+    files = sorted(root.rglob("robustness.json"))
+    assert files, f"no robustness.json under {root}"
+    return [e for f in files for e in json.loads(f.read_text())["evaluations"]]
+
+
+@pytest.mark.parametrize("objective,attack", [("clean", None), ("adversarial", '{"name": "pgd", "eps": 0.1, "steps": 2}'),
+                                              ("mixed", '{"name": "fgsm", "eps": 0.1}')])
+def test_fit_each_objective_on_synthetic_data(objective, attack, tmp_path):
+    args = ["fit", *SYNTHETIC, *SHORT, *csv_logger(tmp_path), *SWEEP, "--model.backbone", "mnist_small",
+            "--model.objective", objective]
+    if attack:
+        args += ["--model.attack", attack]
+    main(args)
+    (result,) = evaluations(tmp_path)
+    assert result["num_samples"] == 96 and result["stage"] == "fit_end"
+    assert (next(tmp_path.rglob("config.yaml"))).read_text().count(f"objective: {objective}") == 1
+    assert list(tmp_path.rglob("*.ckpt")), "fit saved no checkpoint"
+
+
+def test_print_config_composes_config_files(tmp_path, capsys):
+    override = tmp_path / "override.yaml"
+    override.write_text("model:\n  lr: 0.123\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "experiments" / "mnist_pgd_at.yaml"), "--config", str(override),
+              "--print_config"])
+    printed = capsys.readouterr().out
+    assert "lr: 0.123" in printed and "objective: adversarial" in printed and "inference_mode: false" in printed
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_runs_one_batch(experiment, tmp_path):
+    """Each YAML is instantiated and fitted for one batch (on real data when present, else synthetic)."""
+    args = ["fit", "--config", str(experiment), *csv_logger(tmp_path), "--trainer.fast_dev_run", "1",
+            "--trainer.enable_progress_bar", "false"]
+    text = experiment.read_text()
+    if "MNISTDataModule" in text and MNIST_PRESENT:
+        args += ["--data.data_dir", str(SHARED_DATASETS)]
+    else:
+        shape = "[3, 32, 32]" if "CIFAR10" in text else "[1, 28, 28]"
+        args += ["--data", "datamodules.SyntheticDataModule", "--data.input_shape", shape,
+                 "--data.num_train", "128", "--data.batch_size", "16", "--data.val_size", "16"]
+    main(args)
+
+
+def test_wandb_is_the_default_logger_and_runs_offline(tmp_path, monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *SYNTHETIC, *SHORT, *SWEEP, "--model.backbone", "mnist_small", "--model.objective", "mixed",
+          "--model.attack", '{"name": "fgsm", "eps": 0.1}'])
+    offline_runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    run_dirs = [p.parent for p in (tmp_path / "runs" / "advtrain").glob("*/robustness.json")]
+    assert len(run_dirs) == 1 and (run_dirs[0] / "config.yaml").exists()
+    assert offline_runs[0].name.endswith(run_dirs[0].name), "results and W&B run must share the run id"
+    wandb_config = (offline_runs[0] / "files" / "config.yaml")
+    if wandb_config.exists():  # written when the run closes
+        assert "objective: mixed" in wandb_config.read_text()
+
+
+def _advtrain(args: list[str], cwd: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_counts_equal_one_process(tmp_path):
+    """DDP on 2 CPU processes (gloo): the sweep covers every sample once; counts equal 1 process."""
+    data = SYNTHETIC[:-2] + ["--data.val_size", "32", "--data.num_test", "100"]  # 100: uneven over 2 ranks
+    sweep = ["--trainer.callbacks+=callbacks.RobustnessEvaluation", "--trainer.callbacks.attacks",
+             '[{"name": "pgd", "steps": 3}, {"name": "fgsm"}]', "--trainer.callbacks.epsilons", "[0.05, 0.2]",
+             "--trainer.callbacks.batch_size", "16"]
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    fit_root = tmp_path / "fit"
+    _advtrain(["fit", *data, *SHORT, *csv_logger(fit_root), *sweep, *ddp, "--model.backbone", "mnist_small"], tmp_path)
+    (fit_result,) = evaluations(fit_root)
+    assert fit_result["world_size"] == 2 and fit_result["num_samples"] == 100
+    ckpt = next(fit_root.rglob("*.ckpt"))
+    counts = {}
+    for devices in ("1", "2"):
+        root = tmp_path / f"test{devices}"
+        extra = ddp[:-3] + [devices] + ([] if devices == "1" else ["--trainer.strategy", "ddp"])
+        _advtrain(["test", *data, *csv_logger(root), *sweep, *extra, "--trainer.enable_progress_bar", "false",
+                   "--model.backbone", "mnist_small", "--ckpt_path", str(ckpt)], tmp_path)
+        (result,) = evaluations(root)
+        assert result["world_size"] == int(devices)
+        counts[devices] = [(r["attack"], r["eps"], r["correct"], r["total"]) for r in result["rows"]]
+    assert counts["1"] == counts["2"]
+    assert all(total == 100 for *_, total in counts["1"])

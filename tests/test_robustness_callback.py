@@ -1,0 +1,113 @@
+"""The epsilon-sweep callback: worst case per sample, sanity checks, results never lost."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from callbacks import RobustnessEvaluation
+from callbacks.report import sanity_warnings
+from callbacks.sweep import sweep_batch
+from datamodules import SyntheticDataModule
+from lightning_modules import AdversarialClassifier
+
+ATTACKS = [{"name": "pgd", "steps": 5}, {"name": "fgsm"}]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A classifier fitted on synthetic data (clean accuracy well above chance)."""
+    root = tmp_path_factory.mktemp("fit")
+    dm = SyntheticDataModule(batch_size=64, noise=0.3)
+    model = AdversarialClassifier(backbone="mnist_small", num_classes=10, mean=dm.mean, std=dm.std,
+                                  optimizer="adam", lr=1e-3, weight_decay=0.0)
+    pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               default_root_dir=root).fit(model, dm)
+    return model.eval(), dm
+
+
+def test_sweep_batch_worst_case_and_clean_consistency(fitted):
+    model, dm = fitted
+    x, y = next(iter(dm.test_dataloader()))
+    clean, robust = sweep_batch(model, x, y, ATTACKS, [0.0, 0.05, 0.2], seed=0)
+    assert torch.equal(robust[:, 0], clean.expand(2, -1)), "eps = 0 must equal clean correctness"
+    assert not (robust & ~clean).any(), "a sample wrong on clean input cannot be robust"
+    assert (robust[0, 2].sum() < robust[0, 1].sum()) or robust[0, 1].sum() == 0
+
+
+def run_test_with(callback, dm, model, root, devices=1):
+    trainer = pl.Trainer(logger=CSVLogger(root, name="run"), callbacks=[callback], inference_mode=False,
+                         enable_progress_bar=False, default_root_dir=root, devices=devices)
+    trainer.test(model, dm)
+    return trainer
+
+
+def test_callback_counts_writes_json_and_keeps_earlier_results(fitted, tmp_path):
+    model, dm = fitted
+    callback = RobustnessEvaluation(attacks=ATTACKS, epsilons=["1/255", 0.05, 0.2], num_samples=100, batch_size=32)
+    trainer = run_test_with(callback, dm, model, tmp_path)
+    path = tmp_path / "run" / "version_0" / "robustness.json"
+    result = json.loads(path.read_text())["evaluations"][0]
+    assert result["num_samples"] == 100 and result["world_size"] == 1
+    rows = {(r["attack"], r["eps"]): r for r in result["rows"]}
+    labels = [a["label"] for a in result["attacks"]]
+    for eps in (0.0, 1 / 255, 0.05, 0.2):
+        worst = rows[("worst_case", eps)]["correct"]
+        assert all(worst <= rows[(label, eps)]["correct"] for label in labels)
+        assert rows[("worst_case", eps)]["total"] == 100
+    assert rows[("worst_case", 0.0)]["correct"] == result["clean_correct"]
+    assert rows[("worst_case", 0.2)]["correct"] < result["clean_correct"]
+    assert result["warnings"] == []
+    # scalars went to the CSV logger too
+    metrics = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
+    assert "robustness/test/worst_case/eps_0.2" in metrics
+    # a second evaluation in the same run folder is appended, not written over
+    callback.evaluate(trainer, model, "manual")
+    assert len(json.loads(path.read_text())["evaluations"]) == 2
+
+
+def test_bad_configuration_fails_before_any_work():
+    with pytest.raises(ValueError, match="valid attacks"):
+        RobustnessEvaluation(attacks=["pgdd"])
+    with pytest.raises(ValueError, match="outside"):
+        RobustnessEvaluation(epsilons=[8])
+    with pytest.raises(ValueError, match="run_on"):
+        RobustnessEvaluation(run_on=["fit_start"])
+
+
+def test_inference_mode_is_refused_with_the_fix(fitted, tmp_path):
+    model, dm = fitted
+    trainer = pl.Trainer(logger=False, callbacks=[RobustnessEvaluation(num_samples=8)], enable_progress_bar=False,
+                         default_root_dir=tmp_path, inference_mode=True)
+    with pytest.raises(RuntimeError, match="inference_mode false"):
+        trainer.test(model, dm)
+
+
+def test_sanity_checks_flag_broken_evaluations():
+    def result(rows, clean_correct=10):
+        return {"clean_correct": clean_correct, "clean_accuracy": clean_correct / 20,
+                "rows": [{"attack": "a", "eps": e, "correct": c, "accuracy": c / 20} for e, c in rows]}
+
+    assert sanity_warnings(result([(0.0, 10), (0.1, 6), (0.3, 2)])) == []
+    rising = sanity_warnings(result([(0.0, 10), (0.1, 3), (0.3, 5)]))
+    assert len(rising) == 1 and "rises" in rising[0]
+    stochastic = sanity_warnings(result([(0.0, 9), (0.1, 3)]))
+    assert len(stochastic) == 1 and "eps=0" in stochastic[0]
+
+
+def test_stochastic_model_triggers_the_eps_zero_warning(fitted, tmp_path):
+    model, dm = fitted
+
+    class Noisy(AdversarialClassifier):
+        def forward(self, x):  # a randomised "defence": predictions change from call to call
+            return super().forward(x) + 50 * torch.randn(x.shape[0], self.hparams.num_classes)
+
+    noisy = Noisy(**model.hparams)
+    noisy.load_state_dict(model.state_dict())
+    callback = RobustnessEvaluation(attacks=[{"name": "fgsm"}], epsilons=[0.1], num_samples=64)
+    with pytest.warns(UserWarning, match="sanity check"):
+        run_test_with(callback, dm, noisy, tmp_path)
+    assert any("eps=0" in w for w in callback.results[-1]["warnings"])
