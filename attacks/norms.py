@@ -36,6 +36,10 @@ class LinfBall:
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.flatten(1).abs().amax(dim=1)
 
+    def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """The point of ball(x) and [0, 1] nearest ``x_new``: a clamp per pixel."""
+        return torch.min(torch.max(x_new, x - self.eps), x + self.eps).clamp_(0, 1)
+
 
 class L2Ball:
     name = "l2"
@@ -61,6 +65,10 @@ class L2Ball:
 
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.flatten(1).norm(dim=1)
+
+    def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Project onto ball(x), then clip to [0, 1] (clipping never leaves the ball)."""
+        return (x + self.project(x_new - x)).clamp_(0, 1)
 
 
 BALLS = {"linf": LinfBall, "l2": L2Ball}

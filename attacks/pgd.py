@@ -84,16 +84,13 @@ class PGD(Attack):
     def _one_run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ball = make_ball(self.norm, self.eps)
         alpha = self.step_size()
+        x_adv = x
         if self.random_start:
-            delta = ball.random_point(x, self.generator(x.device))
-            delta = (x + delta).clamp(0, 1) - x
-        else:
-            delta = torch.zeros_like(x)
+            x_adv = ball.project_around(x, x + ball.random_point(x, self.generator(x.device)))
         for _ in range(self.num_steps()):
-            grad = self.input_gradient(model, x + delta, y)
-            delta = ball.project(delta + ball.step(grad, alpha))
-            delta = (x + delta).clamp(0, 1) - x
-        return (x + delta).clamp(0, 1)
+            grad = self.input_gradient(model, x_adv, y)
+            x_adv = ball.project_around(x, x_adv + ball.step(grad, alpha))
+        return x_adv
 
 
 @register_attack("bim")

@@ -63,10 +63,10 @@ def test_every_experiment_runs_one_batch(experiment, tmp_path):
             "--trainer.enable_progress_bar", "false"]
     text = experiment.read_text()
     if "MNISTDataModule" in text and MNIST_PRESENT:
-        args += ["--data.data_dir", str(SHARED_DATASETS)]
+        args += ["--data.data_dir", str(SHARED_DATASETS), "--data.test_size", "64"]
     else:
         shape = "[3, 32, 32]" if "CIFAR10" in text else "[1, 28, 28]"
-        args += ["--data", "datamodules.SyntheticDataModule", "--data.input_shape", shape,
+        args += ["--data", "datamodules.SyntheticDataModule", "--data.input_shape", shape, "--data.num_test", "32",
                  "--data.num_train", "128", "--data.batch_size", "16", "--data.val_size", "16"]
     main(args)
 
@@ -105,7 +105,9 @@ def test_ddp_two_processes_counts_equal_one_process(tmp_path):
              "--trainer.callbacks.batch_size", "16"]
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     fit_root = tmp_path / "fit"
-    _advtrain(["fit", *data, *SHORT, *csv_logger(fit_root), *sweep, *ddp, "--model.backbone", "mnist_small"], tmp_path)
+    _advtrain(["fit", *data, *SHORT, *csv_logger(fit_root), *sweep, *ddp, "--model.backbone", "mnist_small",
+               "--model.objective", "adversarial", "--model.attack", '{"name": "pgd", "eps": 0.1, "steps": 2}'],
+              tmp_path)
     (fit_result,) = evaluations(fit_root)
     assert fit_result["world_size"] == 2 and fit_result["num_samples"] == 100
     ckpt = next(fit_root.rglob("*.ckpt"))
@@ -120,3 +122,15 @@ def test_ddp_two_processes_counts_equal_one_process(tmp_path):
         counts[devices] = [(r["attack"], r["eps"], r["correct"], r["total"]) for r in result["rows"]]
     assert counts["1"] == counts["2"]
     assert all(total == 100 for *_, total in counts["1"])
+
+
+def test_validate_test_predict_from_a_fitted_checkpoint(tmp_path):
+    common = [*SYNTHETIC, "--model.backbone", "mnist_small", "--trainer.enable_progress_bar", "false"]
+    main(["fit", *common, *SHORT, *csv_logger(tmp_path / "fit")])
+    ckpt = str(next((tmp_path / "fit").rglob("*.ckpt")))
+    for subcommand in ("validate", "test", "predict"):
+        root = tmp_path / subcommand
+        main([subcommand, *common, *csv_logger(root), *SWEEP, "--ckpt_path", ckpt])
+    (result,) = evaluations(tmp_path / "test")  # the sweep runs at test end only
+    assert result["stage"] == "test_end" and result["num_samples"] == 96
+    assert not list((tmp_path / "validate").rglob("robustness.json"))
