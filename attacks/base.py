@@ -38,6 +38,7 @@ class Attack:
         self.bn_mode = bn_mode
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self.last_info: dict[str, torch.Tensor] = {}
         self._check_eps()
 
     def _check_eps(self) -> None:
@@ -48,8 +49,9 @@ class Attack:
             )
 
     # -- the public call -------------------------------------------------------------
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         self._check_eps()
+        self.last_info = {}
         x = x.detach()
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError(
@@ -59,10 +61,11 @@ class Attack:
         if self.eps == 0 or x.numel() == 0:
             return x.clone()
         with attack_mode(model, self.bn_mode), torch.enable_grad():
-            x_adv = self.perturb(model, x, y.detach())
+            x_adv = self.perturb(model, x, y.detach(), **kwargs)
         return x_adv.detach()
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Return x_adv for a frozen model in attack mode; x is detached, grad mode is on."""
         raise NotImplementedError
 
     # -- helpers for subclasses ------------------------------------------------------
