@@ -21,9 +21,13 @@ from attacks.model_mode import attack_mode
 
 
 def as_float(value: Any) -> float:
-    """Read a number, or a fraction written as text ("8/255" in YAML)."""
+    """Read a number, or a number or fraction written as text ("8/255", "inf" in YAML)."""
     if isinstance(value, str):
-        return float(Fraction(value.strip()))
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            return float(Fraction(text))
     return float(value)
 
 
