@@ -35,6 +35,7 @@ class Attack:
     """Base class: subclasses implement :meth:`perturb` on a frozen model."""
 
     name = "attack"
+    black_box = False  # True for score-based attacks that use no gradients (Square)
 
     def __init__(self, eps: float, norm: str = "linf", bn_mode: str = "eval", seed: int | None = None):
         self.eps = as_float(eps)

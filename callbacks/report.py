@@ -30,6 +30,29 @@ def sanity_warnings(result: dict[str, Any]) -> list[str]:
                     f"{attack}: accuracy rises from {lo['accuracy']:.4f} at eps={lo['eps']:g} to "
                     f"{hi['accuracy']:.4f} at eps={hi['eps']:g}; the attack is failing (gradient masking?)"
                 )
+    return warnings + masking_warnings(result.get("gradient_masking_checks", {}))
+
+
+UNBOUNDED_ACCURACY_LIMIT = 0.05
+
+
+def masking_warnings(checks: dict[str, Any]) -> list[str]:
+    """Gradient-masking checks (Athalye et al. 2018; Croce & Hein 2020)."""
+    warnings = []
+    for eps, count in checks.get("black_box_only", {}).items():
+        if count:
+            warnings.append(f"eps={float(eps):g}: {count} samples were fooled by a black-box attack where every "
+                            "white-box attack failed; gradients are likely masked, the white-box numbers overstate "
+                            "robustness")
+    if "probe_samples" in checks:
+        if checks["unbounded_pgd20_accuracy"] > UNBOUNDED_ACCURACY_LIMIT:
+            warnings.append(f"PGD-20 at an unbounded eps leaves {checks['unbounded_pgd20_accuracy']:.2%} accuracy "
+                            f"on {checks['probe_samples']} samples (expected about 0%); gradients are likely masked")
+        slack = 1 / checks["probe_samples"]
+        if checks["pgd50_accuracy"] > checks["pgd10_accuracy"] + slack:
+            warnings.append(f"PGD-50 leaves higher accuracy ({checks['pgd50_accuracy']:.2%}) than PGD-10 "
+                            f"({checks['pgd10_accuracy']:.2%}) at eps={checks['probe_eps']:g}: more attack steps "
+                            "must not help the model; the attack is unreliable here")
     return warnings
 
 

@@ -12,6 +12,7 @@ seeds depend on the batch index only, so counts equal a one-process run's.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
@@ -22,9 +23,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from attacks import as_float, attack_mode, create_attack
+from callbacks.batch_cache import BatchCache
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
-from callbacks.sweep import sweep_batch
+from callbacks.sweep import masking_probe, sweep_batch
 
 STAGES = ("fit_end", "test_end", "validation_epoch")
 
@@ -56,6 +58,12 @@ class RobustnessEvaluation(Callback):
         every_n_epochs: with ``validation_epoch``, run after every N-th validation epoch.
         seed: seed of the subset and of the attacks' random starts.
         filename: results file, in the run directory.
+        cache_dir: when set, each batch's counts are kept under this folder, keyed by the
+            model weights and these settings; a restarted evaluation skips finished batches.
+        masking_checks: also probe the first ``check_samples`` samples for gradient masking
+            (PGD at an unbounded eps must reach ~0% accuracy; PGD-50 must not do worse
+            than PGD-10 at the largest eps). Points fooled only by a black-box attack are
+            always counted.
     """
 
     def __init__(
@@ -69,6 +77,9 @@ class RobustnessEvaluation(Callback):
         every_n_epochs: int = 1,
         seed: int = 0,
         filename: str = "robustness.json",
+        cache_dir: Optional[str] = None,
+        masking_checks: bool = True,
+        check_samples: int = 200,
     ):
         self.attacks = [{"name": a} if isinstance(a, str) else dict(a) for a in attacks]
         for spec in self.attacks:
@@ -84,6 +95,9 @@ class RobustnessEvaluation(Callback):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         self.split, self.num_samples, self.batch_size = split, num_samples, batch_size
         self.run_on, self.every_n_epochs, self.seed, self.filename = tuple(run_on), every_n_epochs, seed, filename
+        self.cache_dir = cache_dir
+        self.masking_checks, self.check_samples = masking_checks, check_samples
+        self.probe_norm = create_attack({**self.attacks[0], "eps": 0.0}).norm if self.attacks else "linf"
         self.results: list[dict[str, Any]] = []
 
     # -- hooks -------------------------------------------------------------------------
@@ -108,17 +122,18 @@ class RobustnessEvaluation(Callback):
         batches = self._my_batches(trainer)
         world, rank = trainer.world_size, trainer.global_rank
         n_attacks, n_eps = len(self.attacks), len(self.epsilons)
-        counts = torch.zeros(2 + (n_attacks + 1) * n_eps, dtype=torch.long, device=pl_module.device)
+        counts = torch.zeros(self._layout()["size"], dtype=torch.long, device=pl_module.device)
         bar = tqdm(total=len(batches), desc=f"robustness ({self.split}, {n_attacks} attacks x {n_eps} eps)",
                    disable=rank != 0, leave=False, dynamic_ncols=True)
+        cache = self._cache(trainer, pl_module)
         with attack_mode(pl_module):
             for batch_index, (x, y) in batches:
-                x, y = x.to(pl_module.device), y.to(pl_module.device)
-                clean, robust = sweep_batch(pl_module, x, y, self.attacks, self.epsilons, self.seed + batch_index)
-                worst = robust.all(dim=0, keepdim=True)
-                counts[0] += y.numel()
-                counts[1] += clean.sum()
-                counts[2:] += torch.cat([robust, worst]).sum(dim=2).flatten()
+                batch_counts = cache.load(batch_index) if cache else None
+                if batch_counts is None:
+                    batch_counts = self._count_batch(pl_module, x, y, batch_index)
+                    if cache:
+                        cache.save(batch_index, batch_counts)
+                counts += batch_counts.to(counts.device)
                 bar.update(1)
         bar.close()
         counts = trainer.strategy.reduce(counts, reduce_op="sum") if world > 1 else counts
@@ -127,6 +142,39 @@ class RobustnessEvaluation(Callback):
         if trainer.is_global_zero:
             self._report(trainer, result)
         return result
+
+    def _layout(self) -> dict[str, Any]:
+        """Where each count sits in the per-batch counts vector."""
+        n_robust = (len(self.attacks) + 1) * len(self.epsilons)  # each attack, then the worst case
+        black_box = 2 + n_robust
+        probes = black_box + len(self.epsilons)
+        return {"robust": slice(2, black_box), "black_box_only": slice(black_box, probes),
+                "probes": slice(probes, probes + 4), "size": probes + 4}
+
+    def _count_batch(self, pl_module, x, y, batch_index: int) -> torch.Tensor:
+        """[samples, clean correct, robust correct per (attack, eps) and worst case per eps,
+        black-box-only per eps, probe samples, probe correct: unbounded, PGD-10, PGD-50]."""
+        x, y = x.to(pl_module.device), y.to(pl_module.device)
+        sweep = sweep_batch(pl_module, x, y, self.attacks, self.epsilons, self.seed + batch_index)
+        worst = sweep.robust.all(dim=0, keepdim=True)
+        counts = torch.zeros(self._layout()["size"], dtype=torch.long, device=y.device)
+        counts[0], counts[1] = y.numel(), sweep.clean_correct.sum()
+        counts[self._layout()["robust"]] = torch.cat([sweep.robust, worst]).sum(dim=2).flatten()
+        counts[self._layout()["black_box_only"]] = sweep.black_box_only.sum(dim=1)
+        probe_eps = max(self.epsilons)
+        if self.masking_checks and probe_eps > 0 and batch_index * self.batch_size < self.check_samples:
+            probe = masking_probe(pl_module, x, y, self.probe_norm, probe_eps, self.seed + batch_index)
+            counts[self._layout()["probes"]] = torch.cat([torch.tensor([y.numel()], device=y.device), probe])
+        return counts
+
+    def _cache(self, trainer, pl_module) -> Optional[BatchCache]:
+        if self.cache_dir is None:
+            return None
+        settings = {"attacks": self.attacks, "epsilons": self.epsilons, "split": self.split,
+                    "num_samples": self.num_samples, "seed": self.seed, "batch_size": self.batch_size,
+                    "masking_checks": self.masking_checks, "check_samples": self.check_samples,
+                    "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None}
+        return BatchCache(Path(self.cache_dir), pl_module, settings)
 
     def _my_batches(self, trainer):
         """This process's share of the global batches, as (global batch index, batch) pairs."""
@@ -140,14 +188,24 @@ class RobustnessEvaluation(Callback):
         return _Numbered(mine, DataLoader(dataset, batch_sampler=batches))
 
     def _result(self, trainer, pl_module, stage, counts: list[int], seconds: float) -> dict[str, Any]:
+        layout = self._layout()
         total, clean_correct = counts[0], counts[1]
+        robust = counts[layout["robust"]]
         names = [self._attack_label(spec) for spec in self.attacks] + ["worst_case"]
         rows = []
         for a, name in enumerate(names):
             for e, eps in enumerate(self.epsilons):
-                correct = counts[2 + a * len(self.epsilons) + e]
+                correct = robust[a * len(self.epsilons) + e]
                 rows.append({"attack": name, "eps": eps, "accuracy": correct / max(total, 1),
                              "correct": correct, "total": total})
+        probe_total, unbounded, pgd10, pgd50 = counts[layout["probes"]]
+        checks = {"black_box_only": dict(zip(map(str, self.epsilons), counts[layout["black_box_only"]]))}
+        if probe_total:
+            checks.update({
+                "probe_samples": probe_total, "probe_norm": self.probe_norm, "probe_eps": max(self.epsilons),
+                "unbounded_pgd20_accuracy": unbounded / probe_total,
+                "pgd10_accuracy": pgd10 / probe_total, "pgd50_accuracy": pgd50 / probe_total,
+            })
         hparams = dict(getattr(pl_module, "hparams", {}))
         result = {
             "stage": stage, "split": self.split, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
@@ -156,6 +214,7 @@ class RobustnessEvaluation(Callback):
             "attacks": [{**spec, "label": label} for spec, label in zip(self.attacks, names)],
             "norms": sorted({create_attack({**s, "eps": 0.0}).norm for s in self.attacks}),
             "rows": rows,
+            "gradient_masking_checks": checks,
             "model": {k: hparams.get(k) for k in ("backbone", "num_classes", "objective", "attack") if k in hparams},
             "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
             "world_size": trainer.world_size, "seconds": round(seconds, 2),

@@ -4,9 +4,14 @@ For every epsilon and every attack the result says, per sample, whether the mode
 still classifies the attacked input correctly. Only samples the model gets right on
 clean inputs are attacked (a wrong clean prediction is never robust). The worst case
 over the attacks is the per-sample AND of their results.
+
+It also marks, per eps, the samples a black-box attack fooled although every white-box
+attack failed on them: a sign of gradient masking.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -15,30 +20,58 @@ from torch import nn
 from attacks import create_attack
 
 
-def sweep_batch(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attacks: Sequence[Mapping[str, Any]],
-    epsilons: Sequence[float],
-    seed: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``clean_correct`` (N,) and ``robust`` (num_attacks, num_eps, N), both bool.
+@dataclass
+class BatchSweep:
+    clean_correct: torch.Tensor  # (N,) bool
+    robust: torch.Tensor  # (num_attacks, num_eps, N) bool
+    black_box_only: torch.Tensor  # (num_eps, N) bool
 
-    Attack ``a`` at epsilon ``e`` is built from its spec with ``eps=e`` and a seed
-    derived from ``seed``, ``a`` and ``e`` only, so results do not depend on which
-    process evaluates the batch.
-    """
+
+def attack_seed(seed: int, attack_index: int, eps_index: int) -> int:
+    """Seed of one attack at one eps: depends on these indices only, never on the process."""
+    return seed + 7919 * attack_index + 104729 * eps_index
+
+
+def sweep_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Mapping[str, Any]],
+                epsilons: Sequence[float], seed: int) -> BatchSweep:
     with torch.no_grad():
         clean_correct = model(x).argmax(1) == y
-    robust = torch.zeros(len(attacks), len(epsilons), x.shape[0], dtype=torch.bool, device=x.device)
+    n = x.shape[0]
+    robust = torch.zeros(len(attacks), len(epsilons), n, dtype=torch.bool, device=x.device)
+    black_box_only = torch.zeros(len(epsilons), n, dtype=torch.bool, device=x.device)
     idx = clean_correct.nonzero().flatten()
-    if idx.numel() == 0:
-        return clean_correct, robust
+    black_box = torch.zeros(len(attacks), dtype=torch.bool)
     for a, spec in enumerate(attacks):
         for e, eps in enumerate(epsilons):
-            attack = create_attack({**spec, "eps": eps, "seed": seed + 7919 * a + 104729 * e})
+            attack = create_attack({**spec, "eps": eps, "seed": attack_seed(seed, a, e)})
+            black_box[a] = attack.black_box
+            if idx.numel() == 0:
+                continue
             x_adv = attack(model, x[idx], y[idx])
             with torch.no_grad():
                 robust[a, e, idx] = model(x_adv).argmax(1) == y[idx]
-    return clean_correct, robust
+            if "black_box_only" in attack.last_info:  # a cascade that flags them itself
+                black_box_only[e, idx] |= attack.last_info["black_box_only"]
+    if black_box.any() and (~black_box).any():
+        fooled_by_black_box = (~robust[black_box]).any(0) & clean_correct
+        black_box_only |= fooled_by_black_box & robust[~black_box].all(0)
+    return BatchSweep(clean_correct, robust, black_box_only)
+
+
+def masking_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
+                  seed: int) -> torch.Tensor:
+    """Correct counts under three PGD probes of gradient masking, on this batch:
+    [PGD-20 at an unbounded eps, PGD-10 at ``eps``, PGD-50 at ``eps``].
+
+    Unbounded means 1 in L-inf and the diameter of the [0, 1] cube in L2: every image is
+    reachable, so an attack that works drives accuracy to about 0. More steps must
+    not help the model.
+    """
+    unbounded = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+    probes = [(unbounded, 20), (eps, 10), (eps, 50)]
+    counts = []
+    for i, (probe_eps, steps) in enumerate(probes):
+        attack = create_attack({"name": "pgd", "norm": norm, "eps": probe_eps, "steps": steps, "seed": seed + i})
+        with torch.no_grad():
+            counts.append((model(attack(model, x, y)).argmax(1) == y).sum())
+    return torch.stack(counts)

@@ -1,4 +1,4 @@
-"""``advtrain``: the suite's LightningCLI (fit | validate | test | predict).
+"""``advtrain``: the suite's LightningCLI (fit | validate | test | predict | evaluate).
 
     advtrain fit --config experiments/mnist_pgd_at.yaml
     advtrain fit --config experiments/mnist_pgd_at.yaml --trainer.devices 4 --trainer.strategy ddp
@@ -18,11 +18,12 @@ from pytorch_lightning.utilities import rank_zero_info
 import callbacks  # noqa: F401  (makes RobustnessEvaluation resolvable by short name)
 from callbacks.run_dir import run_directory
 from datamodules import ClassificationDataModule
+from experiments.evaluate import AdvTrainer
 from experiments.tracking import configure_wandb_logger, sync_hint
 from lightning_modules import AdversarialClassifier
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -42,6 +43,10 @@ class RunConfigSaver(SaveConfigCallback):
 
 
 class AdvTrainCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
+
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "mean", "std"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
@@ -56,13 +61,14 @@ class AdvTrainCLI(LightningCLI):
             if logger is not None:
                 rank_zero_info(sync_hint(logger.save_dir or "."))
 
-    after_fit = after_validate = after_test = after_predict = _after
+    after_fit = after_validate = after_test = after_predict = after_evaluate = _after
 
 
 def main(args=None) -> None:
     AdvTrainCLI(
         AdversarialClassifier,
         ClassificationDataModule,
+        trainer_class=AdvTrainer,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"save_to_log_dir": False},

@@ -35,6 +35,16 @@ def toy_data(n=128, num_classes=4, size=8, seed=0):
     return x, y
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Attack tests run many tiny passes: one intra-op thread is much faster than two on a busy
+    2-core machine. Restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_toy():
     """A ToyNet trained to high clean accuracy on toy_data (about a second on CPU)."""

@@ -1,5 +1,6 @@
 """Checks every attack must pass, as functions, so each attack's tests can call them.
 
+- ``with_boundary_pixels``: inputs on the edge of [0, 1], where clipping matters.
 - ``check_threat_model``: output shaped like x, inside [0, 1] and inside the eps-ball.
 - ``check_eps_zero_identity``: eps = 0 returns the input unchanged.
 - ``check_no_side_effects``: each submodule's mode, each parameter's requires_grad and
@@ -10,6 +11,16 @@ from __future__ import annotations
 import torch
 
 from tests.conftest import ToyNet
+
+
+def with_boundary_pixels(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x whose first samples sit on the [0, 1] boundary: all 0, all 1, and half 0 / half 1."""
+    x = x.clone()
+    x[:8] = 0.0
+    x[8:16] = 1.0
+    x[16:24, :, : x.shape[2] // 2] = 0.0
+    x[16:24, :, x.shape[2] // 2:] = 1.0
+    return x
 
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:

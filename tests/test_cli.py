@@ -98,7 +98,8 @@ def _advtrain(args: list[str], cwd: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_processes_counts_equal_one_process(tmp_path):
-    """DDP on 2 CPU processes (gloo): the sweep covers every sample once; counts equal 1 process."""
+    """DDP on 2 CPU processes (gloo): fit's sweep and `advtrain evaluate` cover every sample once;
+    counts equal a 1-process run's."""
     data = SYNTHETIC[:-2] + ["--data.val_size", "32", "--data.num_test", "100"]  # 100: uneven over 2 ranks
     sweep = ["--trainer.callbacks+=callbacks.RobustnessEvaluation", "--trainer.callbacks.attacks",
              '[{"name": "pgd", "steps": 3}, {"name": "fgsm"}]', "--trainer.callbacks.epsilons", "[0.05, 0.2]",
@@ -112,10 +113,11 @@ def test_ddp_two_processes_counts_equal_one_process(tmp_path):
     assert fit_result["world_size"] == 2 and fit_result["num_samples"] == 100
     ckpt = next(fit_root.rglob("*.ckpt"))
     counts = {}
-    for devices in ("1", "2"):
-        root = tmp_path / f"test{devices}"
-        extra = ddp[:-3] + [devices] + ([] if devices == "1" else ["--trainer.strategy", "ddp"])
-        _advtrain(["test", *data, *csv_logger(root), *sweep, *extra, "--trainer.enable_progress_bar", "false",
+    # one process through `advtrain test` (the callback), two through `advtrain evaluate`
+    for subcommand, devices in (("test", "1"), ("evaluate", "2")):
+        root = tmp_path / f"{subcommand}{devices}"
+        extra = ddp[:-3] + [devices] + ([] if devices == "1" else ["--trainer.strategy", "ddp", "--resume", "false"])
+        _advtrain([subcommand, *data, *csv_logger(root), *sweep, *extra, "--trainer.enable_progress_bar", "false",
                    "--model.backbone", "mnist_small", "--ckpt_path", str(ckpt)], tmp_path)
         (result,) = evaluations(root)
         assert result["world_size"] == int(devices)

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from callbacks import RobustnessEvaluation
-from callbacks.report import sanity_warnings
+from callbacks.report import masking_warnings, sanity_warnings
 from callbacks.sweep import sweep_batch
 from datamodules import SyntheticDataModule
 from lightning_modules import AdversarialClassifier
@@ -32,7 +32,8 @@ def fitted(tmp_path_factory):
 def test_sweep_batch_worst_case_and_clean_consistency(fitted):
     model, dm = fitted
     x, y = next(iter(dm.test_dataloader()))
-    clean, robust = sweep_batch(model, x, y, ATTACKS, [0.0, 0.05, 0.2], seed=0)
+    sweep = sweep_batch(model, x, y, ATTACKS, [0.0, 0.05, 0.2], seed=0)
+    clean, robust = sweep.clean_correct, sweep.robust
     assert torch.equal(robust[:, 0], clean.expand(2, -1)), "eps = 0 must equal clean correctness"
     assert not (robust & ~clean).any(), "a sample wrong on clean input cannot be robust"
     assert (robust[0, 2].sum() < robust[0, 1].sum()) or robust[0, 1].sum() == 0
@@ -61,6 +62,9 @@ def test_callback_counts_writes_json_and_keeps_earlier_results(fitted, tmp_path)
     assert rows[("worst_case", 0.0)]["correct"] == result["clean_correct"]
     assert rows[("worst_case", 0.2)]["correct"] < result["clean_correct"]
     assert result["warnings"] == []
+    checks = result["gradient_masking_checks"]
+    assert checks["probe_samples"] == 100 and checks["unbounded_pgd20_accuracy"] == 0.0
+    assert checks["pgd50_accuracy"] <= checks["pgd10_accuracy"] + 0.01
     # scalars went to the CSV logger too
     metrics = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
     assert "robustness/test/worst_case/eps_0.2" in metrics
@@ -111,3 +115,32 @@ def test_stochastic_model_triggers_the_eps_zero_warning(fitted, tmp_path):
     with pytest.warns(UserWarning, match="sanity check"):
         run_test_with(callback, dm, noisy, tmp_path)
     assert any("eps=0" in w for w in callback.results[-1]["warnings"])
+
+
+def test_masking_warnings():
+    honest = {"black_box_only": {"0.1": 0}, "probe_samples": 100, "probe_eps": 0.1,
+              "unbounded_pgd20_accuracy": 0.0, "pgd10_accuracy": 0.30, "pgd50_accuracy": 0.30}
+    assert masking_warnings(honest) == []
+    assert len(masking_warnings({**honest, "black_box_only": {"0.1": 3}})) == 1
+    assert "unbounded" in masking_warnings({**honest, "unbounded_pgd20_accuracy": 0.4})[0]
+    assert "PGD-50" in masking_warnings({**honest, "pgd50_accuracy": 0.35})[0]
+
+
+def test_masked_gradients_are_caught_by_the_sweep(fitted, tmp_path):
+    """A model whose input quantisation zeroes every gradient: white-box attacks fail, the checks say so."""
+    model, dm = fitted
+
+    class Quantised(AdversarialClassifier):
+        def forward(self, x):
+            return super().forward((x * 4).floor() / 4)
+
+    masked = Quantised(**model.hparams)
+    masked.load_state_dict(model.state_dict())
+    callback = RobustnessEvaluation(attacks=[{"name": "pgd", "steps": 5}, {"name": "square", "n_queries": 200}],
+                                    epsilons=[0.3], num_samples=64, check_samples=64)
+    with pytest.warns(UserWarning, match="sanity check"):
+        run_test_with(callback, dm, masked, tmp_path)
+    result = callback.results[-1]
+    assert result["gradient_masking_checks"]["black_box_only"]["0.3"] > 0
+    assert result["gradient_masking_checks"]["unbounded_pgd20_accuracy"] > 0.05
+    assert any("black-box" in w for w in result["warnings"]) and any("unbounded" in w for w in result["warnings"])

@@ -1,0 +1,86 @@
+"""AutoAttack-style standard evaluation (Croce & Hein 2020): a cascade over still-correct points.
+
+Components run one after another, each only on the points every earlier component
+failed on; per sample the first successful adversarial is kept, so the result is the
+per-sample worst case over the components.
+
+- version "standard" (L-inf): APGD-CE (100 iterations), APGD-T (9 target classes,
+  100 iterations each), Square (5000 queries). For L2 Square is left out (ours is L-inf
+  only), so the L2 standard version is white-box only and says so in ``components()``.
+- version "cheap": APGD-CE (20 iterations) then APGD-T (3 targets, 20 iterations): a
+  strong attack affordable during training (``val_attack``).
+
+Threat model: the given norm's eps-ball around x (pixel units) intersected with [0, 1].
+``last_info``: ``fooled_by`` (index of the component that fooled each sample, -1 if
+none) and ``black_box_only`` (fooled by a black-box component after every white-box one
+failed: a sign of gradient masking).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks.base import Attack
+from attacks.registry import create_attack, register_attack
+
+VERSIONS = {
+    "standard": [
+        {"name": "apgd_ce", "n_iter": 100},
+        {"name": "apgd_t", "n_iter": 100, "n_target_classes": 9},
+        {"name": "square", "n_queries": 5000},
+    ],
+    "cheap": [
+        {"name": "apgd_ce", "n_iter": 20},
+        {"name": "apgd_t", "n_iter": 20, "n_target_classes": 3},
+    ],
+}
+
+
+@register_attack("autoattack")
+class AutoAttack(Attack):
+    """Cascade of APGD-CE, APGD-T and Square on still-correct points (see module docstring).
+
+    eps: radius in pixel units (default 8/255); norm: "linf" or "l2"; version: "standard"
+    or "cheap".
+    """
+
+    def __init__(self, eps: float = 8 / 255, norm: str = "linf", version: str = "standard",
+                 bn_mode: str = "eval", seed: int | None = None):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode, seed=seed)
+        if version not in VERSIONS:
+            raise ValueError(f"autoattack: unknown version {version!r}; valid versions: {', '.join(VERSIONS)}")
+        self.version = version
+
+    def components(self) -> list[dict]:
+        specs = VERSIONS[self.version]
+        if self.norm != "linf":
+            specs = [s for s in specs if s["name"] != "square"]
+        base = 0 if self.seed is None else self.seed
+        return [{**spec, "eps": self.eps, "norm": self.norm, "bn_mode": self.bn_mode, "seed": base + i}
+                for i, spec in enumerate(specs)]
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        x_adv = x.clone()
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        fooled_by = torch.full_like(y, -1)
+        white_box_failed = robust.clone()
+        black_box_only = torch.zeros_like(robust)
+        for index, spec in enumerate(self.components()):
+            idx = robust.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            attack = create_attack(spec)
+            candidate = attack(model, x[idx], y[idx])
+            with torch.no_grad():
+                fooled = model(candidate).argmax(1) != y[idx]
+            won = idx[fooled]
+            x_adv[won] = candidate[fooled]
+            robust[won] = False
+            fooled_by[won] = index
+            if attack.black_box:
+                black_box_only[won] = white_box_failed[won]
+            else:
+                white_box_failed[won] = False
+        self.last_info = {"fooled_by": fooled_by, "black_box_only": black_box_only}
+        return x_adv

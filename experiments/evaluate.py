@@ -1,0 +1,63 @@
+"""``advtrain evaluate``: robustness of a checkpoint over attacks x epsilons.
+
+    advtrain evaluate --config experiments/mnist_pgd_at.yaml --ckpt_path runs/.../last.ckpt \\
+        --attacks '[{name: pgd, steps: 40, alpha: 0.01}]' --epsilons '[0.1, 0.3]'
+    ... --trainer.devices 4 --trainer.strategy ddp      # sharded, counts equal one process
+
+It runs Lightning's test stage (so devices, strategies, nodes and checkpoint loading are
+Lightning's), with clean metrics only, and the robustness sweep at its end: samples are
+sharded over all processes and counts are exact. With ``resume`` (default) each finished
+batch is kept under ``<default_root_dir>/eval_cache``; rerunning the same command after an
+interruption skips the finished batches. Without ``--attacks``/``--epsilons`` the sweep of
+the config's RobustnessEvaluation callback is used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import pytorch_lightning as pl
+
+from callbacks import RobustnessEvaluation
+
+
+class AdvTrainer(pl.Trainer):
+    """Lightning's Trainer with one more entry point, :meth:`evaluate`."""
+
+    def evaluate(
+        self,
+        model: pl.LightningModule,
+        datamodule: Optional[pl.LightningDataModule] = None,
+        ckpt_path: Optional[str] = None,
+        attacks: Optional[list[Union[str, dict[str, Any]]]] = None,
+        epsilons: Optional[list[Union[float, str]]] = None,
+        split: Optional[str] = None,
+        num_samples: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        resume: bool = True,
+    ) -> dict[str, Any]:
+        """Evaluate ``model`` (weights from ``ckpt_path``) and return the result written to robustness.json."""
+        configured = [c for c in self.callbacks if isinstance(c, RobustnessEvaluation)]
+        base = configured[0] if configured else None
+        if base is None and (attacks is None or epsilons is None):
+            raise ValueError("evaluate needs --attacks and --epsilons (or a config with a RobustnessEvaluation callback)")
+        evaluation = RobustnessEvaluation(
+            attacks=attacks if attacks is not None else base.attacks,
+            epsilons=epsilons if epsilons is not None else [e for e in base.epsilons if e > 0],
+            split=split or (base.split if base else "test"),
+            num_samples=num_samples if num_samples is not None else (base.num_samples if base else None),
+            batch_size=batch_size or (base.batch_size if base else 256),
+            run_on=("test_end",),
+            seed=seed,
+            cache_dir=str(Path(self.default_root_dir) / "eval_cache") if resume else None,
+        )
+        for callback in configured:
+            self.callbacks.remove(callback)
+        self.callbacks.append(evaluation)
+        saved_attack, model.val_attack = getattr(model, "val_attack", None), None  # test loop: clean metrics only
+        try:
+            self.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        finally:
+            model.val_attack = saved_attack
+        return evaluation.results[-1]

@@ -1,0 +1,69 @@
+"""The AutoAttack-style cascade: worst case over its components, black-box-only points flagged."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import create_attack
+from tests.conftest import toy_data
+from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("version,norm,eps", [("cheap", "linf", 0.1), ("cheap", "l2", 0.8)])
+def test_invariants(version, norm, eps, trained_toy):
+    model, x, y = trained_toy
+    x = with_boundary_pixels(x)
+    spec = {"name": "autoattack", "version": version, "norm": norm, "seed": 0}
+    check_threat_model(create_attack({**spec, "eps": eps}), model, x, y)
+    check_eps_zero_identity(lambda e: create_attack({**spec, "eps": e}), model, x, y)
+    check_no_side_effects(create_attack({**spec, "eps": eps}), *toy_data(32))
+
+
+def test_cascade_is_at_most_each_component(trained_toy):
+    model, x, y = trained_toy
+    cascade = create_attack({"name": "autoattack", "eps": 0.15, "version": "standard", "seed": 0})
+    cascade.components = lambda: [{**s, "n_iter": 20} if "n_iter" in s else {**s, "n_queries": 300}
+                                  for s in type(cascade).components(cascade)]
+    x_adv = cascade(model, x, y)
+    worst = accuracy(model, x_adv, y)
+    for spec in cascade.components():
+        single = accuracy(model, create_attack(spec)(model, x, y), y)
+        assert worst <= single + 1e-9, (spec["name"], worst, single)
+    fooled_by = cascade.last_info["fooled_by"]
+    assert ((fooled_by >= 0) == (model(x_adv).argmax(1) != y)).all()
+    assert not cascade.last_info["black_box_only"].any(), "an honest model: white-box attacks do the work"
+
+
+class MaskedGradients(nn.Module):
+    """Quantised input: floor() has a zero gradient, so white-box attacks see no signal; Square is unaffected."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model((x * 8).floor() / 8)
+
+
+def test_black_box_success_where_white_box_failed_is_flagged(trained_toy):
+    model, x, y = trained_toy
+    masked = MaskedGradients(model).eval()
+    cascade = create_attack({"name": "autoattack", "eps": 0.3, "version": "standard", "seed": 0})
+    cascade.components = lambda: [{**s, "n_iter": 10} if "n_iter" in s else {**s, "n_queries": 300}
+                                  for s in type(cascade).components(cascade)]
+    cascade(masked, x, y)
+    assert cascade.last_info["black_box_only"].sum() > 10
+
+
+def test_unknown_version_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid versions: standard, cheap"):
+        create_attack({"name": "autoattack", "version": "plus"})

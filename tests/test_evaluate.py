@@ -1,0 +1,60 @@
+"""advtrain evaluate: standalone sweep of a checkpoint, resumable, exact under DDP."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callbacks import RobustnessEvaluation
+from experiments.cli import main
+from tests.test_cli import SHORT, SYNTHETIC, csv_logger
+
+EVAL = ["--attacks", '[{"name": "pgd", "steps": 3}, {"name": "fgsm"}]', "--epsilons", "[0.05, 0.2]",
+        "--batch_size", "16", "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    main(["fit", *SYNTHETIC, *SHORT, *csv_logger(root), "--model.backbone", "mnist_small"])
+    return str(next(root.rglob("*.ckpt")))
+
+
+def rows(root):
+    (path,) = root.rglob("robustness.json")
+    (result,) = json.loads(path.read_text())["evaluations"]
+    return result, [(r["attack"], r["eps"], r["correct"], r["total"]) for r in result["rows"]]
+
+
+def test_interrupted_evaluation_resumes_without_redoing_finished_batches(checkpoint, tmp_path, monkeypatch):
+    cache_root = tmp_path / "shared_root"
+    common = [*SYNTHETIC, "--model.backbone", "mnist_small", "--ckpt_path", checkpoint, *EVAL,
+              "--trainer.default_root_dir", str(cache_root)]
+    logger = ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir"]
+    main(["evaluate", *common, *logger, str(tmp_path / "first")])
+    first, first_rows = rows(tmp_path / "first")
+    batches = sorted(cache_root.rglob("batch_*.pt"))
+    assert len(batches) == 6 and first["num_samples"] == 96  # 96 test images in batches of 16
+
+    # an interruption after four batches leaves exactly these files (each written atomically)
+    for path in batches[4:]:
+        path.unlink()
+    computed = []
+    original = RobustnessEvaluation._count_batch
+    monkeypatch.setattr(RobustnessEvaluation, "_count_batch",
+                        lambda self, m, x, y, b: computed.append(b) or original(self, m, x, y, b))
+    main(["evaluate", *common, *logger, str(tmp_path / "resumed")])
+    resumed, resumed_rows = rows(tmp_path / "resumed")
+    assert computed == [4, 5], "only the unfinished batches are attacked again"
+    assert resumed_rows == first_rows
+
+    # different settings never reuse those results
+    computed.clear()
+    main(["evaluate", *common, "--epsilons", "[0.1]", *logger, str(tmp_path / "other")])
+    assert computed == list(range(6))
+
+
+def test_evaluate_without_a_sweep_names_the_fix(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="--attacks and --epsilons"):
+        main(["evaluate", *SYNTHETIC, *csv_logger(tmp_path), "--model.backbone", "mnist_small",
+              "--ckpt_path", checkpoint])
