@@ -23,7 +23,7 @@ from experiments.tracking import configure_wandb_logger, sync_hint
 from lightning_modules import AdversarialClassifier
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate", "transfer_matrix")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -45,7 +45,8 @@ class RunConfigSaver(SaveConfigCallback):
 class AdvTrainCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
+        extra = {"evaluate": {"model", "datamodule"}, "transfer_matrix": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), **extra}
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "mean", "std"):
@@ -61,7 +62,7 @@ class AdvTrainCLI(LightningCLI):
             if logger is not None:
                 rank_zero_info(sync_hint(logger.save_dir or "."))
 
-    after_fit = after_validate = after_test = after_predict = after_evaluate = _after
+    after_fit = after_validate = after_test = after_predict = after_evaluate = after_transfer_matrix = _after
 
 
 def main(args=None) -> None:

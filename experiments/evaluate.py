@@ -19,6 +19,9 @@ from typing import Any, Optional, Union
 import pytorch_lightning as pl
 
 from callbacks import RobustnessEvaluation
+from callbacks.report import append_json
+from callbacks.run_dir import run_directory
+from lightning_modules import AdversarialClassifier
 
 
 class AdvTrainer(pl.Trainer):
@@ -61,3 +64,40 @@ class AdvTrainer(pl.Trainer):
         finally:
             model.val_attack = saved_attack
         return evaluation.results[-1]
+
+    def transfer_matrix(
+        self,
+        model: pl.LightningModule,
+        datamodule: Optional[pl.LightningDataModule] = None,
+        checkpoints: list[str] = (),
+        attack: dict[str, Any] = {"name": "pgd", "steps": 10},  # noqa: B006 - read only
+        epsilons: list[Union[float, str]] = ("8/255",),
+        num_samples: Optional[int] = None,
+        batch_size: int = 256,
+        seed: int = 0,
+        resume: bool = True,
+    ) -> dict[str, Any]:
+        """Accuracy of every checkpoint on adversarial examples crafted on every checkpoint.
+
+        ``matrix[source][target][eps]``; the diagonal is the white-box attack. Each target is
+        evaluated with :meth:`evaluate` (sharded, exact, resumable); ``model`` from the config
+        is not used: every model comes from its checkpoint. Written to transfer_matrix.json.
+        """
+        if len(checkpoints) < 2:
+            raise ValueError("transfer_matrix needs --checkpoints with at least two advtrain checkpoints")
+        sources = [{"name": "transfer", "source": c, "attack": dict(attack)} for c in checkpoints]
+        matrix: dict[str, dict[str, dict[str, float]]] = {s: {} for s in checkpoints}
+        for target in checkpoints:
+            target_model = AdversarialClassifier.load_from_checkpoint(target, map_location="cpu")
+            result = self.evaluate(target_model, datamodule, attacks=sources, epsilons=list(epsilons),
+                                   num_samples=num_samples, batch_size=batch_size, seed=seed, resume=resume)
+            labels = [a["label"] for a in result["attacks"]]
+            for row in result["rows"]:
+                if row["attack"] in labels and row["eps"] > 0:
+                    source = checkpoints[labels.index(row["attack"])]
+                    matrix[source].setdefault(target, {})[f"{row['eps']:.6g}"] = row["accuracy"]
+        summary = {"attack": dict(attack), "epsilons": [str(e) for e in epsilons], "matrix": matrix,
+                   "note": "matrix[source][target][eps]: accuracy of target on examples crafted on source"}
+        if self.is_global_zero:
+            append_json(run_directory(self) / "transfer_matrix.json", summary)
+        return summary

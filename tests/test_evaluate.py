@@ -58,3 +58,27 @@ def test_evaluate_without_a_sweep_names_the_fix(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="--attacks and --epsilons"):
         main(["evaluate", *SYNTHETIC, *csv_logger(tmp_path), "--model.backbone", "mnist_small",
               "--ckpt_path", checkpoint])
+
+
+def test_transfer_attack_and_matrix(checkpoint, tmp_path):
+    """Two different models: the diagonal (white-box) is at most the off-diagonal (transfer)."""
+    other_root = tmp_path / "other"
+    main(["fit", *SYNTHETIC, *SHORT, *csv_logger(other_root), "--model.backbone", "mnist_small",
+          "--seed_everything", "1", "--trainer.limit_train_batches", "4"])
+    other = str(next(other_root.rglob("*.ckpt")))
+    main(["transfer_matrix", *SYNTHETIC, *csv_logger(tmp_path / "matrix"), "--model.backbone", "mnist_small",
+          "--checkpoints", f"[{checkpoint}, {other}]", "--attack", '{"name": "pgd", "steps": 5}',
+          "--epsilons", "[0.3]", "--trainer.enable_progress_bar", "false"])
+    (path,) = (tmp_path / "matrix").rglob("transfer_matrix.json")
+    matrix = json.loads(path.read_text())["evaluations"][0]["matrix"]
+    for target in (checkpoint, other):
+        source = other if target == checkpoint else checkpoint
+        assert matrix[target][target]["0.3"] <= matrix[source][target]["0.3"]
+    assert 0.0 <= matrix[checkpoint][other]["0.3"] <= 1.0
+
+
+def test_transfer_attack_needs_a_source():
+    from attacks import create_attack
+
+    with pytest.raises(ValueError, match="source=<path"):
+        create_attack({"name": "transfer"})
