@@ -37,8 +37,10 @@ def create_attack(spec: "str | Mapping[str, Any] | Any"):
         return spec
     if isinstance(spec, str):
         spec = {"name": spec}
+    if isinstance(spec, Mapping) and "class_path" in spec:
+        spec = _from_class_path(spec)
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(f"an attack is given as a name or a mapping with a 'name' key, got {spec!r}")
+        raise ValueError(f"an attack is given as a name, a mapping with a 'name' key or a class_path form, got {spec!r}")
     options = dict(spec)
     name = str(options.pop("name")).lower().replace("-", "_")
     if name not in _ATTACKS:
@@ -48,3 +50,18 @@ def create_attack(spec: "str | Mapping[str, Any] | Any"):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for attack {name!r}; valid options: {', '.join(valid)}")
     return _ATTACKS[name](**options)
+
+
+def _from_class_path(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``{class_path: attacks.PGD, init_args: {...}}`` -> ``{name: pgd, ...}`` (registered classes only)."""
+    import importlib
+
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name or "attacks"), class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"cannot import attack class {spec['class_path']!r}") from None
+    names = [name for name, registered in _ATTACKS.items() if registered is cls]
+    if not names:
+        raise ValueError(f"{spec['class_path']} is not a registered attack; valid attacks: {', '.join(available_attacks())}")
+    return {"name": names[0], **dict(spec.get("init_args") or {})}

@@ -215,7 +215,7 @@ class RobustnessEvaluation(Callback):
             "norms": sorted({create_attack({**s, "eps": 0.0}).norm for s in self.attacks}),
             "rows": rows,
             "gradient_masking_checks": checks,
-            "model": {k: hparams.get(k) for k in ("backbone", "num_classes", "objective", "attack") if k in hparams},
+            "model": {k: hparams.get(k) for k in ("backbone", "source", "num_classes", "objective", "attack") if k in hparams},
             "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
             "world_size": trainer.world_size, "seconds": round(seconds, 2),
         }

@@ -22,6 +22,7 @@ from callbacks import RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 from lightning_modules import AdversarialClassifier
+from lightning_modules.external import ExternalClassifier
 
 
 class AdvTrainer(pl.Trainer):
@@ -39,8 +40,17 @@ class AdvTrainer(pl.Trainer):
         batch_size: Optional[int] = None,
         seed: int = 0,
         resume: bool = True,
+        external_model: Optional[str] = None,
     ) -> dict[str, Any]:
-        """Evaluate ``model`` (weights from ``ckpt_path``) and return the result written to robustness.json."""
+        """Evaluate ``model`` (weights from ``ckpt_path``) and return the result written to robustness.json.
+
+        ``external_model`` evaluates another model with the [0, 1]-in/logits-out contract instead:
+        a TorchScript file or a ``package.module:function`` factory (see lightning_modules.external).
+        """
+        if external_model is not None:
+            if ckpt_path is not None:
+                raise ValueError("give either --ckpt_path (an advtrain checkpoint) or --external_model, not both")
+            model = ExternalClassifier(external_model, num_classes=datamodule.num_classes)
         configured = [c for c in self.callbacks if isinstance(c, RobustnessEvaluation)]
         base = configured[0] if configured else None
         if base is None and (attacks is None or epsilons is None):

@@ -143,3 +143,13 @@ def test_fraction_strings_and_config_round_trip():
     assert attack.eps == pytest.approx(8 / 255) and attack.alpha == pytest.approx(2 / 255)
     again = create_attack(attack.config())
     assert again.config() == attack.config()
+
+
+def test_attack_spec_forms_agree():
+    by_name = create_attack("pgd")
+    dashed = create_attack({"name": "APGD-T", "eps": "8/255"})
+    class_path = create_attack({"class_path": "attacks.PGD", "init_args": {"steps": 7, "eps": 0.1}})
+    assert by_name.config()["name"] == "pgd" and dashed.name == "apgd_t"
+    assert class_path.config() == create_attack({"name": "pgd", "steps": 7, "eps": 0.1}).config()
+    with pytest.raises(ValueError, match="not a registered attack"):
+        create_attack({"class_path": "torch.nn.Linear"})

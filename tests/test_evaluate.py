@@ -82,3 +82,20 @@ def test_transfer_attack_needs_a_source():
 
     with pytest.raises(ValueError, match="source=<path"):
         create_attack({"name": "transfer"})
+
+
+def test_evaluate_any_model_with_the_pixel_contract(tmp_path):
+    """A TorchScript model and a factory, neither trained by advtrain, evaluated by the same sweep."""
+    import torch
+
+    from tests.conftest import ToyNet
+
+    torch.manual_seed(0)
+    scripted = tmp_path / "toy.pt"
+    torch.jit.save(torch.jit.script(ToyNet(num_classes=4).eval()), str(scripted))
+    data = ["--data", "datamodules.SyntheticDataModule", "--data.num_classes", "4", "--data.input_shape", "[1, 8, 8]",
+            "--data.num_test", "40"]
+    for source, root in ((str(scripted), tmp_path / "script"), ("tests.conftest:ToyNet", tmp_path / "factory")):
+        main(["evaluate", *data, *csv_logger(root), *EVAL, "--external_model", source, "--resume", "false"])
+        result, _ = rows(root)
+        assert result["num_samples"] == 40 and result["model"]["source"] == source
