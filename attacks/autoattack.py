@@ -10,6 +10,9 @@ per-sample worst case over the components.
 - version "cheap": APGD-CE (20 iterations) then APGD-T (3 targets, 20 iterations): a
   strong attack affordable during training (``val_attack``).
 
+APGD-T needs at least 4 classes (its DLR loss); on fewer classes (Cats vs Dogs) it is
+skipped, and ``last_info["skipped"]`` names it.
+
 Threat model: the given norm's eps-ball around x (pixel units) intersected with [0, 1].
 ``last_info``: ``fooled_by`` (index of the component that fooled each sample, -1 if
 none) and ``black_box_only`` (fooled by a black-box component after every white-box one
@@ -62,11 +65,15 @@ class AutoAttack(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         x_adv = x.clone()
         with torch.no_grad():
-            robust = model(x).argmax(1) == y
+            logits = model(x)
+        robust = logits.argmax(1) == y
+        components = self.components()
+        skipped = [s["name"] for s in components if s["name"] == "apgd_t" and logits.shape[1] < 4]
+        components = [s for s in components if s["name"] not in skipped]
         fooled_by = torch.full_like(y, -1)
         white_box_failed = robust.clone()
         black_box_only = torch.zeros_like(robust)
-        for index, spec in enumerate(self.components()):
+        for index, spec in enumerate(components):
             idx = robust.nonzero().flatten()
             if idx.numel() == 0:
                 break
@@ -82,5 +89,5 @@ class AutoAttack(Attack):
                 black_box_only[won] = white_box_failed[won]
             else:
                 white_box_failed[won] = False
-        self.last_info = {"fooled_by": fooled_by, "black_box_only": black_box_only}
+        self.last_info = {"fooled_by": fooled_by, "black_box_only": black_box_only, "skipped": skipped}
         return x_adv

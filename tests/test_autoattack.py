@@ -67,3 +67,15 @@ def test_black_box_success_where_white_box_failed_is_flagged(trained_toy):
 def test_unknown_version_lists_valid_ones():
     with pytest.raises(ValueError, match="valid versions: standard, cheap"):
         create_attack({"name": "autoattack", "version": "plus"})
+
+
+def test_two_class_task_skips_apgd_t_and_still_attacks():
+    from tests.conftest import ToyNet
+
+    torch.manual_seed(0)
+    model = ToyNet(num_classes=2).eval()
+    x, y = toy_data(32, num_classes=2)
+    cascade = create_attack({"name": "autoattack", "eps": 0.3, "version": "cheap", "seed": 0})
+    x_adv = check_threat_model(cascade, model, x, y)
+    assert cascade.last_info["skipped"] == ["apgd_t"]
+    assert accuracy(model, x_adv, y) <= accuracy(model, x, y)
