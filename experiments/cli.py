@@ -73,7 +73,11 @@ def main(args=None) -> None:
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"save_to_log_dir": False},
-        parser_kwargs={cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
+        parser_kwargs={
+            "description": "advtrain: adversarial training and robustness evaluation (PyTorch Lightning). "
+                           "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml",
+            **{cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
+        },
         args=args,
         auto_configure_optimizers=False,
     )
