@@ -1,0 +1,128 @@
+"""Tiny ImageNet (Le & Yang 2015): 200 classes of 64x64 colour images, read from the
+official ``<data_dir>/tiny-imagenet-200`` layout::
+
+    wnids.txt                              class order (label = line index)
+    train/<wnid>/images/*.JPEG             training pool
+    val/images/*.JPEG                      test split (the official val set) ...
+    val/val_annotations.txt                ... labelled by "<file>\\t<wnid>\\t<box>"
+
+The official test set has no labels, so the official val set is the test split here,
+and a seeded random part of the training pool (``val_size``, default 2,000 = 10 per
+class on average) is held out for validation. Images are decoded lazily as RGB float
+tensors in [0, 1] (grey images are converted); ``mean``/``std`` are ImageNet's.
+The layout is checked cheaply when the datamodule is built (folders, annotation file,
+and that every annotated val image exists); what is missing is named in a
+:class:`DatasetNotFoundError`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+from datamodules.base import ClassificationDataModule
+from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from datamodules.missing import DatasetNotFoundError
+
+NAME = "Tiny ImageNet"
+FOLDER = "tiny-imagenet-200"
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+
+
+def _listing(items: list[str], limit: int = 10) -> list[str]:
+    return items if len(items) <= limit else items[:limit] + [f"... and {len(items) - limit} more"]
+
+
+class TinyImageNetDataModule(ClassificationDataModule):
+    """Tiny ImageNet: 200 classes (wnids.txt order), 64x64 RGB; test = official val set."""
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    input_shape = (3, 64, 64)
+    image_size = 64
+
+    def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 2000, seed: int = 0,
+                 num_workers: int = 2, train_size: Optional[int] = None, test_size: Optional[int] = None):
+        super().__init__(data_dir, batch_size, val_size, train_size, test_size, num_workers, seed)
+        self.root = Path(data_dir) / FOLDER
+        self.wnids = self._read_wnids()
+        self.num_classes = len(self.wnids)
+        self.class_index = {w: i for i, w in enumerate(self.wnids)}
+        self._check_train()
+        self.val_annotations = self._read_val_annotations()
+
+    def _missing(self, expected: list[str]) -> DatasetNotFoundError:
+        return DatasetNotFoundError(NAME, self.root, _listing(expected))
+
+    def _read_wnids(self) -> list[str]:
+        path = self.root / "wnids.txt"
+        if not path.is_file():
+            raise self._missing(["wnids.txt", "train/<wnid>/images/*.JPEG", "val/images/*.JPEG",
+                                 "val/val_annotations.txt"])
+        wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not wnids:
+            raise ValueError(f"{path} lists no classes")
+        if len(set(wnids)) != len(wnids):
+            raise ValueError(f"{path} lists a class twice")
+        return wnids
+
+    def _check_train(self) -> None:
+        missing = [f"train/{w}/images" for w in self.wnids if not (self.root / "train" / w / "images").is_dir()]
+        if missing:
+            raise self._missing(missing)
+
+    def _read_val_annotations(self) -> dict[str, str]:
+        """file name -> wnid, from val/val_annotations.txt; every listed image must exist
+        and every wnid must be one of wnids.txt."""
+        path = self.root / "val" / "val_annotations.txt"
+        if not path.is_file():
+            raise self._missing(["val/val_annotations.txt"])
+        annotations: dict[str, str] = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) < 2:
+                raise ValueError(f"{path}:{n}: expected '<file>\\t<wnid>...', got {line!r}")
+            name, wnid = fields[0].strip(), fields[1].strip()
+            if wnid not in self.class_index:
+                raise ValueError(f"{path}:{n}: {wnid} is not listed in wnids.txt")
+            annotations[name] = wnid
+        if not annotations:
+            raise ValueError(f"{path} lists no images")
+        images = self.root / "val" / "images"
+        present = {p.name for p in images.iterdir()} if images.is_dir() else set()
+        missing = [f"val/images/{name}" for name in annotations if name not in present]
+        if missing:
+            raise self._missing(missing)
+        return annotations
+
+    def load_train_pool(self) -> ImageFiles:
+        paths, labels = [], []
+        for label, wnid in enumerate(self.wnids):
+            folder = self.root / "train" / wnid / "images"
+            if not folder.is_dir():
+                raise self._missing([f"train/{wnid}/images"])
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise self._missing([f"train/{wnid}/images/*.JPEG"])
+            paths += files
+            labels += [label] * len(files)
+        return ImageFiles(paths, labels, self.image_size)
+
+    def load_test(self) -> ImageFiles:
+        names = sorted(self.val_annotations, key=_natural_key)
+        images = self.root / "val" / "images"
+        for name in names[:1] + names[-1:]:  # cheap re-check: the folder may have changed since __init__
+            if not (images / name).is_file():
+                raise self._missing([f"val/images/{name}"])
+        return ImageFiles([images / n for n in names], [self.class_index[self.val_annotations[n]] for n in names],
+                          self.image_size)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "val_size": self.val_size, "test": "official val set"}
+
+
+def _natural_key(name: str):
+    """Sort "val_2.JPEG" before "val_10.JPEG"."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
