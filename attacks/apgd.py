@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import make_ball
+from attacks.norms import make_ball, per_sample
 from attacks.registry import register_attack
 
 _TINY = 1e-12
@@ -119,11 +119,6 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
 # ---------------------------------------------------------------------------------
 
 
-def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-sample mask shaped to broadcast against ``like``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
 class _APGDBase(Attack):
     """Shared machinery of APGD and APGD-T: one APGD run and the per-sample bookkeeping."""
 
@@ -177,7 +172,7 @@ class _APGDBase(Attack):
         for k in range(1, self.n_iter + 1):
             with torch.no_grad():
                 a = 1.0 if k == 1 else self.momentum
-                z = project(x_cur + ball.step(grad, _rows(eta, x)))
+                z = project(x_cur + ball.step(grad, per_sample(eta, x)))
                 x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev))
             x_prev, x_cur = x_cur, x_next
             loss, wrong, grad = self._evaluate(model, x_cur, y, loss_fn, target, need_grad=k < self.n_iter)
@@ -187,30 +182,30 @@ class _APGDBase(Attack):
                 loss_prev = loss
                 # remember a misclassified point (the first one found for each sample)
                 new = wrong & ~fooled
-                x_fooled = torch.where(_rows(new, x), x_cur, x_fooled)
+                x_fooled = torch.where(per_sample(new, x), x_cur, x_fooled)
                 loss_fooled = torch.where(new, loss, loss_fooled)
                 fooled |= wrong
                 # the best point so far
                 better = loss > loss_best
-                x_best = torch.where(_rows(better, x), x_cur, x_best)
+                x_best = torch.where(per_sample(better, x), x_cur, x_best)
                 loss_best = torch.where(better, loss, loss_best)
                 if grad is not None:
-                    grad_best = torch.where(_rows(better, x), grad, grad_best)
+                    grad_best = torch.where(per_sample(better, x), grad, grad_best)
 
                 if k in checkpoints and k < self.n_iter:
                     cond1 = increases < self.rho * (k - last_check)
                     cond2 = ~reduced_last_check & (loss_best <= best_at_last_check)
                     reduce = cond1 | cond2
                     eta = torch.where(reduce, eta / 2, eta)
-                    x_cur = torch.where(_rows(reduce, x), x_best, x_cur)
-                    grad = torch.where(_rows(reduce, x), grad_best, grad)
+                    x_cur = torch.where(per_sample(reduce, x), x_best, x_cur)
+                    grad = torch.where(per_sample(reduce, x), grad_best, grad)
                     loss_prev = torch.where(reduce, loss_best, loss_prev)
                     reduced_last_check = reduce
                     best_at_last_check = loss_best.clone()
                     increases.zero_()
                     last_check = k
 
-        x_out = torch.where(_rows(fooled, x), x_fooled, x_best)
+        x_out = torch.where(per_sample(fooled, x), x_fooled, x_best)
         return x_out, torch.where(fooled, loss_fooled, loss_best), fooled
 
     # -- bookkeeping over restarts and targets ----------------------------------------

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import as_float
+from attacks.norms import l2_norms
 from attacks.registry import register_attack
 from attacks.targeted import TargetedAttack
 
@@ -99,7 +100,7 @@ class LBFGS(TargetedAttack):
             r.grad = grad
             with torch.no_grad():
                 hit = logits.argmax(dim=1) == targets
-                dist = (x_try - x).flatten(1).norm(dim=1).float()
+                dist = l2_norms(x_try - x).float()
                 better = hit & (dist < best_norm)
                 best_norm.copy_(torch.where(better, dist, best_norm))
                 best_x.copy_(torch.where(better.view(shape), x_try.detach(), best_x))

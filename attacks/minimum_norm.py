@@ -36,19 +36,10 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, as_float
+from attacks.norms import l2_norms, per_sample
 from attacks.registry import register_attack
 
 _TINY = 1e-12
-
-
-def _l2(delta: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each sample of a batch (shape [N])."""
-    return delta.flatten(1).norm(dim=1)
-
-
-def _per_sample(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A [N] tensor shaped to broadcast against the batch ``like``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,12 +66,12 @@ class _MinimumNormL2(Attack):
         found.
         """
         within = best_norm <= self.eps  # inf (not found) never fits
-        x_out = torch.where(_per_sample(within, x), best_adv, x)
+        x_out = torch.where(per_sample(within, x), best_adv, x)
         with torch.no_grad():
             fooled = model(x_out).argmax(1) != y
         lost = within & ~fooled
         success = within & fooled
-        x_out = torch.where(_per_sample(success, x), x_out, x)
+        x_out = torch.where(per_sample(success, x), x_out, x)
         l2_norm = torch.where(lost, torch.full_like(best_norm, math.inf), best_norm)
         self.last_info = {"success": success, "l2_norm": l2_norm}
         return x_out.detach()
@@ -164,10 +155,10 @@ class CarliniWagnerL2(_MinimumNormL2):
                 (grad,) = torch.autograd.grad(loss, w)
                 with torch.no_grad():
                     fooled = self._fooled(logits, y)
-                    norm = _l2(x_adv - x)
+                    norm = l2_norms(x_adv - x)
                     better = fooled & (norm < best_norm)
                     best_norm = torch.where(better, norm, best_norm)
-                    best_adv = torch.where(_per_sample(better, x), x_adv, best_adv)
+                    best_adv = torch.where(per_sample(better, x), x_adv, best_adv)
                     succeeded |= fooled
                 if self.abort_early and step % check_every == 0:
                     if loss.item() > previous * 0.9999:
@@ -225,12 +216,12 @@ class DeepFool(_MinimumNormL2):
         for j in range(others.shape[1]):
             f = logits.gather(1, others[:, j:j + 1]).squeeze(1) - z_y
             (w,) = torch.autograd.grad(f.sum(), x_adv, retain_graph=j < others.shape[1] - 1)
-            w_norm = _l2(w).float().clamp_min(_TINY)
+            w_norm = l2_norms(w).float().clamp_min(_TINY)
             dist = f.detach().abs() / w_norm
             closer = dist < best_dist
-            step = _per_sample((dist + 1e-4) / w_norm, w).to(w.dtype) * w
+            step = per_sample((dist + 1e-4) / w_norm, w).to(w.dtype) * w
             best_dist = torch.where(closer, dist, best_dist)
-            best_step = torch.where(_per_sample(closer, x_adv), step, best_step)
+            best_step = torch.where(per_sample(closer, x_adv), step, best_step)
         return best_step
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -251,13 +242,13 @@ class DeepFool(_MinimumNormL2):
             logits = model(x_adv).float()
             with torch.no_grad():
                 newly = active & (logits.argmax(1) != y)
-                best_norm = torch.where(newly, _l2(x_adv - x), best_norm)
-                best_adv = torch.where(_per_sample(newly, x), x_adv, best_adv)
+                best_norm = torch.where(newly, l2_norms(x_adv - x), best_norm)
+                best_adv = torch.where(per_sample(newly, x), x_adv, best_adv)
                 active &= ~newly
             if step == self.max_steps or not active.any():
                 break
             r = self._nearest_boundary_step(x_adv, logits, y, others)
             with torch.no_grad():
-                r_tot = r_tot + torch.where(_per_sample(active, x), r, torch.zeros_like(r))
+                r_tot = r_tot + torch.where(per_sample(active, x), r, torch.zeros_like(r))
                 x_adv = (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
         return self._finish(model, x, y, best_adv.detach(), best_norm)

@@ -11,10 +11,19 @@ import torch
 _TINY = 1e-12
 
 
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector (N,) shaped to broadcast against a batch ``like`` (N, C, H, W)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def l2_norms(t: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each sample of a batch, shape (N,)."""
+    return t.flatten(1).norm(dim=1)
+
+
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     """L2 norm of each sample, shaped to broadcast against ``t``."""
-    norms = t.flatten(1).norm(dim=1)
-    return norms.view(-1, *([1] * (t.dim() - 1)))
+    return per_sample(l2_norms(t), t)
 
 
 class LinfBall:
@@ -54,7 +63,7 @@ class L2Ball:
         dims = like[0].numel()
         u = torch.rand((like.shape[0],), generator=generator, device=like.device, dtype=like.dtype)
         radius = self.eps * u.pow(1.0 / dims)
-        return direction * radius.view(-1, *([1] * (like.dim() - 1)))
+        return direction * per_sample(radius, like)
 
     def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:
         return alpha * grad / (_per_sample_norm(grad) + _TINY)
@@ -64,7 +73,7 @@ class L2Ball:
         return delta * factor
 
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.flatten(1).norm(dim=1)
+        return l2_norms(delta)
 
     def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
         """Project onto ball(x), then clip to [0, 1] (clipping never leaves the ball)."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import make_ball
+from attacks.norms import make_ball, per_sample
 from attacks.registry import register_attack
 
 
@@ -77,7 +77,7 @@ class PGD(Attack):
                 continue
             best_x, best_loss, best_fooled = best
             better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-            mask = better.view(-1, *([1] * (x.dim() - 1)))
+            mask = per_sample(better, x)
             best = (torch.where(mask, x_adv, best_x), torch.where(better, loss, best_loss), fooled | best_fooled)
         return best[0]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import L2Ball, make_ball
+from attacks.norms import L2Ball, make_ball, per_sample
 from attacks.registry import register_attack
 
 TARGET_RULES = ("given", "least_likely", "random")
@@ -116,7 +116,7 @@ class TargetedAttack(Attack):
         with torch.no_grad():
             if enforce_budget:
                 over = ball.norm(x_adv - x) > self.eps
-                x_adv = torch.where(over.view(-1, *([1] * (x.dim() - 1))), x, x_adv)
+                x_adv = torch.where(per_sample(over, x), x, x_adv)
             pred = model(x_adv).float().argmax(dim=1)
         self.last_info = {"target": targets, "success": pred == targets}
         if report_norm:
