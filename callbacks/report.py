@@ -69,6 +69,13 @@ def append_json(path: Path, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def accuracy_grid(result: dict[str, Any]) -> tuple[list[str], list[float], dict[tuple[str, float], float]]:
+    """(attacks in order, sorted epsilons, accuracy by (attack, eps)) from a result's rows."""
+    rows = result["rows"]
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    return attacks, sorted({r["eps"] for r in rows}), {(r["attack"], r["eps"]): r["accuracy"] for r in rows}
+
+
 def log_to_loggers(loggers: list[Logger], result: dict[str, Any], step: int) -> None:
     """W&B: a table and a robust-accuracy-vs-eps chart; every other logger: scalars."""
     prefix = f"robustness/{result['split']}"
@@ -88,9 +95,7 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
     columns = ["attack", "eps", "robust_accuracy", "correct", "total"]
     table = wandb.Table(columns=columns, data=[[r["attack"], r["eps"], r["accuracy"], r["correct"], r["total"]]
                                                for r in result["rows"]])
-    attacks = list(dict.fromkeys(r["attack"] for r in result["rows"]))
-    eps = sorted({r["eps"] for r in result["rows"]})
-    acc = {(r["attack"], r["eps"]): r["accuracy"] for r in result["rows"]}
+    attacks, eps, acc = accuracy_grid(result)
     chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=attacks,
                                    title="robust accuracy vs eps", xname="eps")
     logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
@@ -101,9 +106,7 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
 
 
 def format_table(result: dict[str, Any]) -> str:
-    attacks = list(dict.fromkeys(r["attack"] for r in result["rows"]))
-    eps = sorted({r["eps"] for r in result["rows"]})
-    acc = {(r["attack"], r["eps"]): r["accuracy"] for r in result["rows"]}
+    attacks, eps, acc = accuracy_grid(result)
     width = max(len(a) for a in attacks + ["attack"])
     lines = [f"robust accuracy on {result['num_samples']} {result['split']} images "
              f"(clean accuracy {result['clean_accuracy']:.4f})",

@@ -157,14 +157,15 @@ class RobustnessEvaluation(Callback):
         x, y = x.to(pl_module.device), y.to(pl_module.device)
         sweep = sweep_batch(pl_module, x, y, self.attacks, self.epsilons, self.seed + batch_index)
         worst = sweep.robust.all(dim=0, keepdim=True)
-        counts = torch.zeros(self._layout()["size"], dtype=torch.long, device=y.device)
+        layout = self._layout()
+        counts = torch.zeros(layout["size"], dtype=torch.long, device=y.device)
         counts[0], counts[1] = y.numel(), sweep.clean_correct.sum()
-        counts[self._layout()["robust"]] = torch.cat([sweep.robust, worst]).sum(dim=2).flatten()
-        counts[self._layout()["black_box_only"]] = sweep.black_box_only.sum(dim=1)
+        counts[layout["robust"]] = torch.cat([sweep.robust, worst]).sum(dim=2).flatten()
+        counts[layout["black_box_only"]] = sweep.black_box_only.sum(dim=1)
         probe_eps = max(self.epsilons)
         if self.masking_checks and probe_eps > 0 and batch_index * self.batch_size < self.check_samples:
             probe = masking_probe(pl_module, x, y, self.probe_norm, probe_eps, self.seed + batch_index)
-            counts[self._layout()["probes"]] = torch.cat([torch.tensor([y.numel()], device=y.device), probe])
+            counts[layout["probes"]] = torch.cat([torch.tensor([y.numel()], device=y.device), probe])
         return counts
 
     def _cache(self, trainer, pl_module) -> Optional[BatchCache]:
