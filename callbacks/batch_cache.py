@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
+
+from callbacks.atomic import write_atomically
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -40,8 +40,4 @@ class BatchCache:
         return torch.load(path, weights_only=True) if path.exists() else None
 
     def save(self, batch_index: int, counts: torch.Tensor) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        torch.save(counts.cpu(), tmp)
-        os.replace(tmp, self._path(batch_index))
+        write_atomically(self._path(batch_index), lambda tmp: torch.save(counts.cpu(), tmp))

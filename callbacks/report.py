@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
+
+from callbacks.atomic import write_atomically
 
 
 def sanity_warnings(result: dict[str, Any]) -> list[str]:
@@ -58,15 +58,9 @@ def masking_warnings(checks: dict[str, Any]) -> list[str]:
 
 def append_json(path: Path, result: dict[str, Any]) -> None:
     """Add ``result`` to the file's list of evaluations; earlier evaluations are kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"evaluations": []}
-    if path.exists():
-        doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text()) if path.exists() else {"evaluations": []}
     doc["evaluations"].append(result)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".robustness-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
 
 
 def accuracy_grid(result: dict[str, Any]) -> tuple[list[str], list[float], dict[tuple[str, float], float]]:

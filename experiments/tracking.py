@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-WANDB_CLASS = "pytorch_lightning.loggers.WandbLogger"
-
 
 def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"):
