@@ -1,48 +1,36 @@
-"""The shared shape of every datamodule: [0, 1] pixels, a deterministic split, loaders.
+"""The shared shape of every datamodule: [0, 1] pixels, deterministic splits, loaders,
+and the data options every dataset gets from one YAML line.
 
 Subclasses provide the training pool and the test set; this base holds out a
-deterministic validation part of the pool (seeded), optionally keeps fixed subsets,
-and builds the loaders. ``batch_size`` is per process: under DDP with N processes the
-effective batch is N x batch_size. Images are float tensors in [0, 1], never
-normalised; ``mean`` and ``std`` are exposed for the model's normalisation layer.
+deterministic validation part of the pool (seeded) or, with ``split``, pools all the
+data and splits it by fractions; it then optionally keeps fixed subsets, balances the
+training split, decodes file-based splits into memory, and builds the loaders.
+``batch_size`` is per process: under DDP with N processes the effective batch is
+N x batch_size. Images are float tensors in [0, 1], never normalised; ``mean`` and
+``std`` are exposed for the model's normalisation layer. Training batches are augmented
+on the device, after the transfer, when ``augment`` lists augmentations.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from datamodules.augmentations import AugmentSpec, Compose, create_augmentations
+from datamodules.in_memory import UInt8Images, to_memory
+from datamodules.splits import (BALANCE_MODES, check_fractions, fraction_split, labels_of, seeded_subset,
+                                undersample)
 
 SPLITS = ("train", "val", "test")
-
-
-class UInt8Images(Dataset):
-    """In-memory images stored as uint8 (N, C, H, W); items are float [0, 1] tensors."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"expected uint8 images shaped (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        self.images, self.labels = images, labels.long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i].float().div_(255), self.labels[i]
-
-
-def seeded_subset(dataset: Dataset, size: Optional[int], seed: int) -> Dataset:
-    """A fixed random subset of ``size`` items (all items when size is None)."""
-    if size is None or size >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, order[:size].tolist())
+__all__ = ["ClassificationDataModule", "UInt8Images", "seeded_subset", "SPLITS"]
 
 
 class ClassificationDataModule(pl.LightningDataModule):
     """Base datamodule. Subclasses set ``num_classes``, ``mean``, ``std``, ``input_shape``
-    and implement :meth:`load_train_pool` and :meth:`load_test`.
+    and implement :meth:`load_train_pool` and :meth:`load_test` (or :meth:`load_all`).
 
     Args:
         data_dir: where the dataset lives (or is downloaded to when online).
@@ -50,17 +38,35 @@ class ClassificationDataModule(pl.LightningDataModule):
         val_size: images held out from the training pool for validation (seeded).
         train_size, test_size: keep only a fixed random subset (quick runs); None = all.
         num_workers: DataLoader workers per process.
-        seed: seed of the validation split and the subsets.
+        seed: seed of the splits, the subsets and the balancing.
+        augment: training-batch augmentations, e.g. ``[{name: crop, padding: 4}, {name: flip}]``
+            (see datamodules/augmentations.py); ``true`` = the dataset's ``default_augment``,
+            ``false``/``null``/``[]`` = none.
+        balance: ``undersample`` cuts every class of the training split to the smallest
+            class's count (seeded; after train_size); null = keep all.
+        split: ``[train, val, test]`` fractions: pool all labelled data (training pool and
+            test set) and split it, seeded; ``val_size`` is then unused. null = the
+            dataset's own train/test split.
+        in_memory: decode every split once into a uint8 tensor (file-based datasets; the
+            images must share one size) instead of decoding files on every epoch.
+        pin_memory: pin loader batches; null = when CUDA is available.
+        persistent_workers: keep loader workers alive between epochs (with num_workers > 0).
+        prefetch_factor: batches each worker loads ahead (with num_workers > 0); null = torch's.
     """
 
     num_classes: int
     mean: Sequence[float]
     std: Sequence[float]
     input_shape: tuple[int, int, int]
+    default_augment: Sequence[AugmentSpec] = ()
 
     def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 5000,
                  train_size: Optional[int] = None, test_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 num_workers: int = 0, seed: int = 0,
+                 augment: Union[bool, Sequence[AugmentSpec], None] = None,
+                 balance: Optional[str] = None, split: Optional[Sequence[float]] = None,
+                 in_memory: bool = False, pin_memory: Optional[bool] = None,
+                 persistent_workers: bool = True, prefetch_factor: Optional[int] = None):
         super().__init__()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -69,24 +75,83 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.test_size = test_size
         self.num_workers = num_workers
         self.seed = seed
+        self.augment = self._augment_specs(augment)
+        self.augmentations: Compose = create_augmentations(self.augment)
+        if balance not in (None, *BALANCE_MODES):
+            raise ValueError(f"unknown balance {balance!r}; valid: {', '.join(BALANCE_MODES)} (or null)")
+        self.balance = balance
+        self.split = None if split is None else check_fractions(split)
+        self.in_memory = in_memory
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
+        self.split_indices: dict[str, list[int]] = {}  # with `split`: indices into load_all()
+        self._all: Optional[Dataset] = None
         self._splits: dict[str, Dataset] = {}
 
+    def _augment_specs(self, augment) -> list:
+        if augment is None or augment is False:
+            return []
+        if augment is True:
+            if not self.default_augment:
+                raise ValueError(f"{type(self).__name__} has no default augmentation: list them, "
+                                 "e.g. augment: [{name: crop, padding: 4}, {name: flip}]")
+            return list(self.default_augment)
+        if isinstance(augment, (str, dict)):
+            raise ValueError(f"augment must be a list, e.g. [{{name: flip}}]; got {augment!r}")
+        return list(augment)
+
+    # -- what subclasses provide ------------------------------------------------------------
     def load_train_pool(self) -> Dataset:
         raise NotImplementedError
 
     def load_test(self) -> Dataset:
         raise NotImplementedError
 
+    def load_all(self) -> Dataset:
+        """Every labelled item, for ``split``: the training pool followed by the test set.
+        Datasets without an official test set override this."""
+        return ConcatDataset([self.load_train_pool(), self.load_test()])
+
+    # -- splits ------------------------------------------------------------------------------
     def setup(self, stage: Optional[str] = None) -> None:
-        if stage in (None, "fit", "validate") and "train" not in self._splits:
-            pool = self.load_train_pool()
-            if not 0 <= self.val_size < len(pool):
-                raise ValueError(f"val_size={self.val_size} must be in [0, {len(pool)}) for this training pool")
-            order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
-            self._splits["val"] = Subset(pool, order[: self.val_size])
-            self._splits["train"] = seeded_subset(Subset(pool, order[self.val_size:]), self.train_size, self.seed)
-        if stage in (None, "test", "predict") and "test" not in self._splits:
-            self._splits["test"] = seeded_subset(self.load_test(), self.test_size, self.seed)
+        fit = stage in (None, "fit", "validate") and "train" not in self._splits
+        test = stage in (None, "test", "predict") and "test" not in self._splits
+        if not (fit or test):
+            return
+        if self.split is not None:
+            if self._all is None:
+                self._all = self.load_all()
+            pool = self._all
+            if not self.split_indices:
+                self.split_indices = fraction_split(len(pool), self.split, self.seed)
+            parts = {s: Subset(pool, self.split_indices[s]) for s in SPLITS}
+        else:
+            parts = {}
+            if fit:
+                pool = self.load_train_pool()
+                if not 0 <= self.val_size < len(pool):
+                    raise ValueError(f"val_size={self.val_size} must be in [0, {len(pool)}) for this training pool")
+                order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
+                parts["val"], parts["train"] = Subset(pool, order[: self.val_size]), Subset(pool, order[self.val_size:])
+            if test:
+                parts["test"] = self.load_test()
+        if fit:
+            train = seeded_subset(parts["train"], self.train_size, self.seed)
+            if self.balance == "undersample":
+                before = len(train)
+                train = undersample(train, self.seed)
+                classes = len(labels_of(train).unique())
+                rank_zero_info(f"{type(self).__name__}: balanced the training split by undersampling, "
+                               f"{before} -> {len(train)} images ({len(train) // classes} per class)")
+            self._splits["train"], self._splits["val"] = self._finish(train, "train"), self._finish(parts["val"], "val")
+        if test:
+            self._splits["test"] = self._finish(seeded_subset(parts["test"], self.test_size, self.seed), "test")
+
+    def _finish(self, dataset: Dataset, split: str) -> Dataset:
+        if not self.in_memory or len(dataset) == 0:
+            return dataset
+        return to_memory(dataset, f"{type(self).__name__} {split}: decoding into memory", self.num_workers)
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (train | val | test), loading it if needed."""
@@ -96,10 +161,13 @@ class ClassificationDataModule(pl.LightningDataModule):
             self.setup("test" if split == "test" else "fit")
         return self._splits[split]
 
+    # -- loaders -----------------------------------------------------------------------------
     def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None) -> DataLoader:
+        workers: dict[str, Any] = {}
+        if self.num_workers > 0:
+            workers = {"persistent_workers": self.persistent_workers, "prefetch_factor": self.prefetch_factor}
         return DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, **workers)
 
     def train_dataloader(self):
         return self.loader(self.dataset("train"), shuffle=True)
@@ -113,5 +181,14 @@ class ClassificationDataModule(pl.LightningDataModule):
     def predict_dataloader(self):
         return self.loader(self.dataset("test"))
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment training batches on the device (validation, test and attacks see clean images)."""
+        if len(self.augmentations) and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = (self.augmentations(x), y)
+        return batch
+
     def describe(self) -> dict:
-        return {"dataset": type(self).__name__, "data_dir": str(self.data_dir), "num_classes": self.num_classes}
+        return {"dataset": type(self).__name__, "data_dir": str(self.data_dir), "num_classes": self.num_classes,
+                "augment": self.augment, "balance": self.balance,
+                "split": list(self.split) if self.split else None, "in_memory": self.in_memory}

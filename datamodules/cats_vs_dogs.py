@@ -13,13 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import Dataset, Subset
-from torchvision.transforms import functional as TF
 
-from datamodules.base import ClassificationDataModule, seeded_subset
+from datamodules.base import ClassificationDataModule
 from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from datamodules.missing import DatasetNotFoundError
 
@@ -55,18 +52,12 @@ def _scan(folder: str, _stamp: tuple) -> tuple[tuple[str, ...], tuple[str, ...]]
     return tuple(readable), tuple(skipped)
 
 
-def split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
-    """Train/val/test counts for ``n`` items: val and test rounded, train gets the rest."""
-    n_val, n_test = round(n * split[1]), round(n * split[2])
-    return n - n_val - n_test, n_val, n_test
-
-
 class CatsVsDogsDataModule(ClassificationDataModule):
     """Kaggle Cats vs Dogs (Asirra), binary: 0 = cat, 1 = dog.
 
-    Args (besides the base ones): image_size (square side the images are resized to),
-    split (train, val, test fractions of all readable images; they must sum to 1).
-    The base class's ``val_size`` is not used: val comes from ``split``.
+    Args (besides the base ones, see ClassificationDataModule): image_size (square side
+    the images are resized to), split (train, val, test fractions of all readable images;
+    required: there is no official test set). The base class's ``val_size`` is not used.
     """
 
     num_classes = 2
@@ -75,13 +66,12 @@ class CatsVsDogsDataModule(ClassificationDataModule):
     std = IMAGENET_STD
 
     def __init__(self, data_dir: str = "data", batch_size: int = 64, image_size: int = 64,
-                 split: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0, num_workers: int = 2,
-                 train_size: Optional[int] = None, test_size: Optional[int] = None):
-        super().__init__(data_dir, batch_size, 0, train_size, test_size, num_workers, seed)
-        split = tuple(float(f) for f in split)
-        if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-            raise ValueError(f"split must be three non-negative fractions summing to 1, got {split}")
-        self.split = split
+                 split: Sequence[float] = (0.7, 0.1, 0.2), num_workers: int = 2, **kwargs):
+        if split is None:
+            raise ValueError("Cats vs Dogs has no official test split: split must be [train, val, test] "
+                             "fractions, e.g. [0.7, 0.1, 0.2]")
+        super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=0, split=split,
+                         num_workers=num_workers, **kwargs)
         self.image_size = image_size
         self.input_shape = (3, image_size, image_size)
         self.root = Path(data_dir) / "PetImages"
@@ -90,7 +80,6 @@ class CatsVsDogsDataModule(ClassificationDataModule):
             raise self._not_found()
         self._files: Optional[ImageFiles] = None
         self.skipped: list[str] = []
-        self.split_indices: dict[str, list[int]] = {}
 
     def _not_found(self) -> DatasetNotFoundError:
         return DatasetNotFoundError("Cats vs Dogs (Kaggle PetImages)", Path(self.data_dir),
@@ -117,32 +106,9 @@ class CatsVsDogsDataModule(ClassificationDataModule):
             self._files = ImageFiles(paths, labels, self.image_size)
         return self._files
 
-    def _split(self) -> None:
-        files = self.all_images()
-        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_train, n_val, _ = split_sizes(len(files), self.split)
-        self.split_indices = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
-                              "test": order[n_train + n_val:]}
-
-    def setup(self, stage: Optional[str] = None) -> None:
-        if not self.split_indices:
-            self._split()
-        files = self.all_images()
-        if stage in (None, "fit", "validate") and "train" not in self._splits:
-            self._splits["val"] = Subset(files, self.split_indices["val"])
-            self._splits["train"] = seeded_subset(Subset(files, self.split_indices["train"]), self.train_size, self.seed)
-        if stage in (None, "test", "predict") and "test" not in self._splits:
-            self._splits["test"] = seeded_subset(Subset(files, self.split_indices["test"]), self.test_size, self.seed)
-
-    def load_train_pool(self) -> Dataset:
-        """The train part of the split (val is held out by ``split``, not by ``val_size``)."""
-        self.setup("fit")
-        return Subset(self.all_images(), self.split_indices["train"])
-
-    def load_test(self) -> Dataset:
-        self.setup("test")
-        return Subset(self.all_images(), self.split_indices["test"])
+    def load_all(self) -> ImageFiles:
+        """The pool ``split`` divides: every readable image (there is no official test set)."""
+        return self.all_images()
 
     def describe(self) -> dict:
-        return {**super().describe(), "image_size": self.image_size, "split": list(self.split),
-                "skipped": len(self.skipped)}
+        return {**super().describe(), "image_size": self.image_size, "skipped": len(self.skipped)}

@@ -17,3 +17,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 def missing_files(folder: Path, expected: Iterable[str]) -> list[str]:
     return [f for f in expected if not (folder / f).exists()]
+
+
+def listing(items: list[str], limit: int = 10) -> list[str]:
+    """At most ``limit`` items, then a count of the rest (for long lists of missing files)."""
+    return items if len(items) <= limit else items[:limit] + [f"... and {len(items) - limit} more"]

@@ -5,8 +5,6 @@ clipped to [0, 1]. Deterministic given the seed.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch.utils.data import TensorDataset
 
@@ -14,11 +12,13 @@ from datamodules.base import ClassificationDataModule
 
 
 class SyntheticDataModule(ClassificationDataModule):
+    """Args (besides the base ones, see ClassificationDataModule): num_classes, input_shape,
+    num_train and num_test images, noise (standard deviation around the prototypes)."""
+
     def __init__(self, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 28, 28),
                  num_train: int = 512, num_test: int = 256, noise: float = 0.15,
-                 batch_size: int = 64, val_size: int = 64, test_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__("", batch_size, val_size, None, test_size, num_workers, seed)
+                 batch_size: int = 64, val_size: int = 64, **kwargs):
+        super().__init__(data_dir="", batch_size=batch_size, val_size=val_size, **kwargs)
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         self.mean = (0.5,) * self.input_shape[0]

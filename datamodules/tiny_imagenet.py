@@ -18,32 +18,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 from datamodules.base import ClassificationDataModule
-from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
-from datamodules.missing import DatasetNotFoundError
+from datamodules.image_files import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from datamodules.missing import DatasetNotFoundError, listing
 
 NAME = "Tiny ImageNet"
 FOLDER = "tiny-imagenet-200"
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
-
-
-def _listing(items: list[str], limit: int = 10) -> list[str]:
-    return items if len(items) <= limit else items[:limit] + [f"... and {len(items) - limit} more"]
 
 
 class TinyImageNetDataModule(ClassificationDataModule):
-    """Tiny ImageNet: 200 classes (wnids.txt order), 64x64 RGB; test = official val set."""
+    """Tiny ImageNet: 200 classes (wnids.txt order), 64x64 RGB; test = official val set.
+    Options are the base ones (see ClassificationDataModule); ``in_memory: true`` holds
+    the decoded images (12 KB each) in memory."""
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     input_shape = (3, 64, 64)
     image_size = 64
 
-    def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 2000, seed: int = 0,
-                 num_workers: int = 2, train_size: Optional[int] = None, test_size: Optional[int] = None):
-        super().__init__(data_dir, batch_size, val_size, train_size, test_size, num_workers, seed)
+    def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 2000,
+                 num_workers: int = 2, **kwargs):
+        super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=val_size, num_workers=num_workers,
+                         **kwargs)
         self.root = Path(data_dir) / FOLDER
         self.wnids = self._read_wnids()
         self.num_classes = len(self.wnids)
@@ -52,7 +49,7 @@ class TinyImageNetDataModule(ClassificationDataModule):
         self.val_annotations = self._read_val_annotations()
 
     def _missing(self, expected: list[str]) -> DatasetNotFoundError:
-        return DatasetNotFoundError(NAME, self.root, _listing(expected))
+        return DatasetNotFoundError(NAME, self.root, listing(expected))
 
     def _read_wnids(self) -> list[str]:
         path = self.root / "wnids.txt"

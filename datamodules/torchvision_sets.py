@@ -1,111 +1,152 @@
-"""MNIST and CIFAR-10 through torchvision, held in memory as uint8 tensors.
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, held in memory as uint8 tensors.
 
-Downloaded into ``data_dir`` when online (``download: true``, the default); offline, a
-missing dataset is a :class:`DatasetNotFoundError` naming the folder and files expected.
-CIFAR-10 training batches get the standard random crop (4 px padding) and horizontal
-flip, on tensors, when ``augment`` is on.
+Each reads torchvision's on-disk format under ``data_dir`` (idx files in
+``<Name>/raw``; CIFAR's python pickles in ``cifar-10-batches-py`` / ``cifar-100-python``)
+and is downloaded there by torchvision when online (``download: true``, the default).
+Offline, a missing dataset is a :class:`DatasetNotFoundError` naming the folder and the
+files expected. The files are read directly, without torchvision's checksum pass.
+CIFAR-10 and CIFAR-100 train with the standard random crop (4 px padding) and
+horizontal flip by default (``augment``; ``augment: false`` turns it off).
 """
 from __future__ import annotations
 
+import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision import datasets
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from datamodules.base import ClassificationDataModule, UInt8Images
+from datamodules.augmentations import AugmentSpec
+from datamodules.base import ClassificationDataModule
+from datamodules.in_memory import UInt8Images
 from datamodules.missing import DatasetNotFoundError, missing_files
 
-
-def _load_or_download(name: str, folder: Path, expected: list[str], load, download: bool):
-    if missing_files(folder, expected):
-        if not download:
-            raise DatasetNotFoundError(name, folder, expected)
-        try:
-            return load(True)
-        except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
-            raise DatasetNotFoundError(name, folder, expected, err) from err
-    return load(False)
+CIFAR_AUGMENT = ({"name": "crop", "padding": 4}, {"name": "flip"})
 
 
-class MNISTDataModule(ClassificationDataModule):
+def read_idx(folder: Path, files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 1, H, W) and labels from an idx image file and an idx label file."""
+    images, labels = (folder / f for f in files)
+    return read_image_file(str(images)).unsqueeze(1).contiguous(), read_label_file(str(labels))
+
+
+def read_cifar_pickles(folder: Path, files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 3, 32, 32) and labels (fine labels for CIFAR-100) from CIFAR's
+    python-version batch files."""
+    data, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels += entry["labels"] if "labels" in entry else entry["fine_labels"]
+    return torch.from_numpy(np.concatenate(data)), torch.tensor(labels)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where torchvision keeps a dataset and how to read it."""
+
+    name: str                     # for messages
+    download: type                # the torchvision dataset class that downloads it
+    folder: str                   # under data_dir
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    read: Callable[[Path, Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _idx_source(name: str, cls: type) -> Source:
+    return Source(name, cls, f"{cls.__name__}/raw", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), read_idx)
+
+
+MNIST = _idx_source("MNIST", datasets.MNIST)
+FASHION_MNIST = _idx_source("Fashion-MNIST", datasets.FashionMNIST)
+CIFAR10 = Source("CIFAR-10", datasets.CIFAR10, "cifar-10-batches-py",
+                 tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), read_cifar_pickles)
+CIFAR100 = Source("CIFAR-100", datasets.CIFAR100, "cifar-100-python", ("train",), ("test",), read_cifar_pickles)
+
+
+class TorchvisionDataModule(ClassificationDataModule):
+    """Base of the in-memory torchvision datasets: subclasses set ``source`` and the
+    dataset constants. ``download``: fetch missing files with torchvision (needs network)."""
+
+    source: Source
+
+    def __init__(self, data_dir: str = "data", *, download: bool = True, **kwargs):
+        super().__init__(data_dir=data_dir, **kwargs)
+        self.download = download
+
+    def expected_files(self) -> list[str]:
+        return [f"{self.source.folder}/{f}" for f in self.source.train_files + self.source.test_files]
+
+    def _load(self, train: bool) -> UInt8Images:
+        root, expected = Path(self.data_dir), self.expected_files()
+        if missing_files(root, expected):
+            if not self.download:
+                raise DatasetNotFoundError(self.source.name, root, expected)
+            try:
+                self.source.download(self.data_dir, train=train, download=True)
+            except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
+                raise DatasetNotFoundError(self.source.name, root, expected, err) from err
+        files = self.source.train_files if train else self.source.test_files
+        return UInt8Images(*self.source.read(root / self.source.folder, files))
+
+    def load_train_pool(self) -> UInt8Images:
+        return self._load(train=True)
+
+    def load_test(self) -> UInt8Images:
+        return self._load(train=False)
+
+
+class MNISTDataModule(TorchvisionDataModule):
     """MNIST (LeCun et al. 1998): 28x28 grey digits, 60k train (5k held out for val), 10k test."""
 
+    source = MNIST
     num_classes = 10
     mean = (0.1307,)
     std = (0.3081,)
     input_shape = (1, 28, 28)
-    RAW_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
-    def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 5000,
-                 train_size: Optional[int] = None, test_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0, download: bool = True):
-        super().__init__(data_dir, batch_size, val_size, train_size, test_size, num_workers, seed)
-        self.download = download
-
-    def _load(self, train: bool) -> UInt8Images:
-        folder = Path(self.data_dir) / "MNIST" / "raw"
-        ds = _load_or_download(
-            "MNIST", folder, self.RAW_FILES,
-            lambda dl: datasets.MNIST(self.data_dir, train=train, download=dl), self.download,
-        )
-        return UInt8Images(ds.data.unsqueeze(1).contiguous(), ds.targets)
-
-    def load_train_pool(self):
-        return self._load(train=True)
-
-    def load_test(self):
-        return self._load(train=False)
+    RAW_FILES = list(MNIST.train_files + MNIST.test_files)
 
 
-class CIFAR10DataModule(ClassificationDataModule):
-    """CIFAR-10 (Krizhevsky 2009): 32x32 colour, 50k train (5k held out for val), 10k test."""
+class FashionMNISTDataModule(TorchvisionDataModule):
+    """Fashion-MNIST (Xiao et al. 2017): 28x28 grey clothing images in 10 classes, 60k train
+    (5k held out for val), 10k test; torchvision's ``FashionMNIST/raw`` idx files."""
 
+    source = FASHION_MNIST
+    num_classes = 10
+    mean = (0.2860,)
+    std = (0.3530,)
+    input_shape = (1, 28, 28)
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    """CIFAR-10 (Krizhevsky 2009): 32x32 colour, 50k train (5k held out for val), 10k test.
+    Trains with random crop (4 px) + flip unless ``augment`` says otherwise."""
+
+    source = CIFAR10
     num_classes = 10
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2471, 0.2435, 0.2616)
     input_shape = (3, 32, 32)
-    BATCH_FILES = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] + ["cifar-10-batches-py/test_batch"]
+    default_augment = CIFAR_AUGMENT
+    BATCH_FILES = [f"{CIFAR10.folder}/{f}" for f in CIFAR10.train_files + CIFAR10.test_files]
 
-    def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 5000,
-                 train_size: Optional[int] = None, test_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0, download: bool = True, augment: bool = True):
-        super().__init__(data_dir, batch_size, val_size, train_size, test_size, num_workers, seed)
-        self.download = download
-        self.augment = augment
-
-    def _load(self, train: bool) -> UInt8Images:
-        ds = _load_or_download(
-            "CIFAR-10", Path(self.data_dir), self.BATCH_FILES,
-            lambda dl: datasets.CIFAR10(self.data_dir, train=train, download=dl), self.download,
-        )
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        return UInt8Images(images, torch.tensor(ds.targets))
-
-    def load_train_pool(self):
-        return self._load(train=True)
-
-    def load_test(self):
-        return self._load(train=False)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            batch = (random_crop_flip(x, padding=4), y)
-        return batch
+    def __init__(self, data_dir: str = "data", *,
+                 augment: Union[bool, Sequence[AugmentSpec], None] = CIFAR_AUGMENT, **kwargs):
+        super().__init__(data_dir=data_dir, augment=augment, **kwargs)
 
 
-def random_crop_flip(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
-    """Per-image random crop after zero padding and random horizontal flip, on a batch."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    out = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
-    out = out.gather(3, cols.expand(n, x.shape[1], h, w))
-    flip = torch.rand(n, device=x.device) < 0.5
-    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100 (Krizhevsky 2009): 32x32 colour, 100 fine classes, 50k train (5k held out
+    for val), 10k test. Trains with random crop (4 px) + flip unless ``augment`` says otherwise."""
+
+    source = CIFAR100
+    num_classes = 100
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+

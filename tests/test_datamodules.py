@@ -7,7 +7,6 @@ from PIL import Image
 
 from datamodules import (CIFAR10DataModule, DatasetNotFoundError, ImageFolderDataModule, MNISTDataModule,
                          SyntheticDataModule)
-from datamodules.torchvision_sets import random_crop_flip
 from tests.conftest import SHARED_DATASETS, needs_mnist
 
 
@@ -67,11 +66,18 @@ def test_image_folder_missing_split_is_clear(tmp_path):
         ImageFolderDataModule(str(tmp_path))
 
 
-def test_random_crop_flip_keeps_shape_and_pixels():
+def test_cifar_default_augmentation_is_crop_and_flip(tmp_path):
+    dm = CIFAR10DataModule(str(tmp_path), download=False)
+    assert [a.key for a in dm.augmentations.augmentations] == ["crop", "flip"]
+    assert dm.augmentations.augmentations[0].padding == 4
+    assert len(CIFAR10DataModule(str(tmp_path), augment=False).augmentations) == 0
+    assert CIFAR10DataModule(str(tmp_path), augment=True).augment == dm.augment
     x = torch.rand(8, 3, 32, 32)
-    out = random_crop_flip(x)
+    out = dm.augmentations(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, x)
+    with pytest.raises(ValueError, match="no default augmentation"):
+        MNISTDataModule(str(tmp_path), augment=True)
 
 
 @needs_mnist

@@ -1,4 +1,5 @@
-"""Cats vs Dogs and Tiny ImageNet: layouts, labels, splits, corrupt files, missing data.
+"""Cats vs Dogs and Tiny ImageNet: layouts, labels, splits, corrupt files, missing data; in-memory
+mode and balancing on the real copies (Tiny ImageNet, Cats vs Dogs, the CIFAR-10 JPEG image folder).
 
 Fixture tests write tiny layouts (fast). Real-data tests (``slow``) extract the copies in
 SHARED_DATASETS into a session temp folder and skip with a reason when an archive is absent.
@@ -11,19 +12,25 @@ import pytest
 import torch
 from PIL import Image
 
+from datamodules import ImageFolderDataModule, UInt8Images
 from datamodules.cats_vs_dogs import CatsVsDogsDataModule, ImageFiles
 from datamodules.missing import DatasetNotFoundError
 from datamodules.tiny_imagenet import TinyImageNetDataModule
 from tests.conftest import SHARED_DATASETS
 
 
-def _extracted(tmp_path_factory, archive: str, top: str):
+def _extracted(tmp_path_factory, archive: str, top: str, keep=None):
+    """``archive`` extracted into a session temp folder (only the members ``keep`` accepts)."""
     path = SHARED_DATASETS / archive
     if not path.is_file():
         pytest.skip(f"real dataset archive not found: {path}")
     root = tmp_path_factory.mktemp(top)
     with tarfile.open(path) as tar:
-        tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
+        members = [m for m in tar.getmembers() if keep is None or keep(m.name)]
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, members, filter="data")
+        else:
+            tar.extractall(root, members)
     assert (root / top).is_dir(), f"{archive} did not extract to {top}/"
     return root
 
@@ -241,3 +248,57 @@ def test_real_tiny_imagenet_classes_split_labels(tiny_root):
     assert y.tolist() == test.labels[:32].tolist()
     small = TinyImageNetDataModule(str(tiny_root), num_workers=0, train_size=500, test_size=300)
     assert len(small.dataset("train")) == 500 and len(small.dataset("test")) == 300
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_root(tmp_path_factory):
+    """The first 150 images of every class and split (3,000 files: extracting all 60,000 takes ~20 s)."""
+    first = lambda name: not name.endswith(".jpg") or int(name.rsplit("/", 1)[-1][:-4]) < 150  # noqa: E731
+    return _extracted(tmp_path_factory, "cifar10-jpeg.tar.gz", "cifar10-jpeg", first) / "cifar10-jpeg"
+
+
+def _same_items(a, b, indices):
+    for i in indices:
+        xa, ya = a[i]
+        xb, yb = b[i]
+        assert torch.equal(xa, xb) and int(ya) == int(yb), i
+
+
+@pytest.mark.slow
+def test_real_tiny_imagenet_in_memory_matches_lazy(tiny_root):
+    kw = dict(num_workers=0, val_size=200, train_size=600, test_size=300, seed=3)
+    lazy = TinyImageNetDataModule(str(tiny_root), **kw)
+    memory = TinyImageNetDataModule(str(tiny_root), in_memory=True, **kw)
+    for split, n in (("train", 600), ("val", 200), ("test", 300)):
+        held = memory.dataset(split)
+        assert isinstance(held, UInt8Images) and held.images.shape == (n, 3, 64, 64) and len(lazy.dataset(split)) == n
+        _same_items(lazy.dataset(split), held, range(0, n, 7))
+    x, y = next(iter(memory.train_dataloader()))
+    assert x.shape == (128, 3, 64, 64) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+@pytest.mark.slow
+def test_real_cats_vs_dogs_balanced_in_memory(pet_root):
+    dm = CatsVsDogsDataModule(str(pet_root), image_size=32, num_workers=0, train_size=700, balance="undersample",
+                              in_memory=True)
+    train = dm.dataset("train")
+    counts = torch.bincount(train.labels, minlength=2).tolist()
+    assert isinstance(train, UInt8Images) and counts[0] == counts[1] and 300 < counts[0] <= 350
+    same = CatsVsDogsDataModule(str(pet_root), image_size=32, num_workers=0, train_size=700, balance="undersample",
+                                in_memory=True)
+    assert torch.equal(same.dataset("train").images, train.images)
+
+
+@pytest.mark.slow
+def test_real_cifar10_jpeg_image_folder_in_memory_augmented(cifar_jpeg_root):
+    dm = ImageFolderDataModule(str(cifar_jpeg_root), val_size=300, train_size=1000, test_size=500, num_workers=0,
+                               in_memory=True, augment=[{"name": "crop", "padding": 4}, "flip"])
+    assert dm.num_classes == 10 and dm.input_shape == (3, 32, 32) and dm.classes[0] == "airplane"
+    train = dm.dataset("train")
+    assert isinstance(train, UInt8Images) and train.images.shape == (1000, 3, 32, 32)
+    assert torch.bincount(train.labels, minlength=10).min() > 60
+    lazy = ImageFolderDataModule(str(cifar_jpeg_root), val_size=300, train_size=1000, test_size=500, num_workers=0)
+    _same_items(lazy.dataset("test"), dm.dataset("test"), range(0, 500, 11))
+    x, _ = next(iter(dm.train_dataloader()))
+    out = dm.augmentations(x)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1 and not torch.equal(out, x)
