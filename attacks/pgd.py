@@ -12,10 +12,14 @@ in defaults (start, step size, number of steps), so they share one implementatio
 
 Threat model: ||x_adv - x|| <= eps in the chosen norm and x_adv in [0, 1]; eps and
 alpha are in [0, 1] pixel units. White box, untargeted.
+
+PGD's ``loss: kl`` ascends KL(f(x) || f(x_adv)) instead of the cross-entropy: the
+label-free inner maximisation of TRADES (Zhang et al. 2019).
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,9 @@ from attacks.norms import make_ball, per_sample
 from attacks.registry import register_attack
 
 
+LOSSES = ("ce", "kl")
+
+
 @register_attack("pgd")
 class PGD(Attack):
     """Projected gradient descent (Madry et al. 2017).
@@ -33,7 +40,12 @@ class PGD(Attack):
     eps: ball radius (pixel units); alpha: step size (default 2.5 * eps / steps);
     steps: ascent steps; norm: "linf" or "l2"; random_start: start uniformly in the
     ball; restarts: independent runs, per sample the one that fools the model (else
-    the one with the highest loss) is kept; bn_mode: see attacks.model_mode.
+    the one with the highest loss) is kept; loss: "ce" (cross-entropy with the label) or
+    "kl" (KL divergence from the clean prediction, TRADES' inner maximisation);
+    early_stop: stop attacking a sample once an iterate fools the model and return that
+    iterate (never weaker than the last iterate along the same path; faster when many
+    samples fall early; needs bn_mode eval so a sample's logits do not depend on the
+    others'); bn_mode: see attacks.model_mode.
     """
 
     def __init__(
@@ -44,6 +56,8 @@ class PGD(Attack):
         norm: str = "linf",
         random_start: bool = True,
         restarts: int = 1,
+        loss: str = "ce",
+        early_stop: bool = False,
         bn_mode: str = "eval",
         seed: int | None = None,
     ):
@@ -53,6 +67,14 @@ class PGD(Attack):
         self.steps = steps
         self.random_start = random_start
         self.restarts = restarts
+        self.loss = loss
+        if loss not in LOSSES:
+            raise ValueError(f"{self.name}: unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        self.early_stop = early_stop
+        if early_stop and bn_mode != "eval":
+            raise ValueError(f"{self.name}: early_stop needs bn_mode eval (batch statistics couple the samples)")
+        if loss == "kl" and not random_start:
+            raise ValueError(f"{self.name}: loss 'kl' has zero gradient at x itself; it needs random_start: true")
         if steps < 1 or restarts < 1:
             raise ValueError(f"{self.name}: steps and restarts must be >= 1 (got {steps}, {restarts})")
 
@@ -81,15 +103,35 @@ class PGD(Attack):
             best = (torch.where(mask, x_adv, best_x), torch.where(better, loss, best_loss), fooled | best_fooled)
         return best[0]
 
+    def _summed_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable:
+        """``loss(logits, rows)``: the summed ascent loss of the samples ``rows`` (float32)."""
+        if self.loss == "ce":
+            return lambda logits, rows: F.cross_entropy(logits, y[rows], reduction="sum")
+        with torch.no_grad():
+            clean_log_probs = F.log_softmax(model(x).float(), dim=1)
+        return lambda logits, rows: F.kl_div(F.log_softmax(logits, dim=1), clean_log_probs[rows],
+                                             reduction="sum", log_target=True)
+
     def _one_run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ball = make_ball(self.norm, self.eps)
         alpha = self.step_size()
+        loss = self._summed_loss(model, x, y)
         x_adv = x
         if self.random_start:
             x_adv = ball.project_around(x, x + ball.random_point(x, self.generator(x.device)))
+        rows = torch.arange(len(x), device=x.device)  # the samples still attacked
         for _ in range(self.num_steps()):
-            grad = self.input_gradient(model, x_adv, y)
-            x_adv = ball.project_around(x, x_adv + ball.step(grad, alpha))
+            x_rows = (x_adv[rows] if self.early_stop else x_adv).detach().requires_grad_(True)
+            logits = model(x_rows).float()
+            (grad,) = torch.autograd.grad(loss(logits, rows), x_rows)
+            if not self.early_stop:
+                x_adv = ball.project_around(x, x_rows.detach() + ball.step(grad, alpha))
+                continue
+            correct = logits.argmax(1) == y[rows]  # fooled samples keep this iterate
+            rows, x_rows, grad = rows[correct], x_rows.detach()[correct], grad[correct]
+            if rows.numel() == 0:
+                break
+            x_adv = x_adv.index_copy(0, rows, ball.project_around(x[rows], x_rows + ball.step(grad, alpha)))
         return x_adv
 
 

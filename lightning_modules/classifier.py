@@ -1,4 +1,4 @@
-"""The adversarial classifier: normaliser + backbone, trained with a pluggable objective.
+"""The adversarial classifier: [preprocessing +] normaliser + backbone, trained with a pluggable objective.
 
 ``forward`` takes [0, 1] pixels and returns logits, the contract attacks, AutoAttack
 and RobustBench rely on. Every epsilon and step size is in pixel units. The checkpoint
@@ -22,6 +22,7 @@ from attacks import Attack, create_attack
 from lightning_modules.backbones import create_backbone
 from lightning_modules.normalization import Normalize
 from lightning_modules.objectives import create_objective
+from lightning_modules.preprocessing import create_preprocessing
 from lightning_modules.schedules import LR_SCHEDULES, lr_factor, ramp, training_progress
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -34,7 +35,10 @@ class AdversarialClassifier(pl.LightningModule):
     Args:
         backbone: timm model name (``mnist_cnn``, ``preact_resnet18``, ``resnet50``, ...).
         num_classes, mean, std: linked from the datamodule by the CLI.
-        objective: ``clean`` | ``adversarial`` | ``mixed``.
+        preprocessing: optional blur defence in front of the normaliser, applied in training,
+            evaluation, attacks and exports: ``{name: gaussian, sigma: 1.0}`` or
+            ``{name: median, window: 3}`` (see :mod:`lightning_modules.preprocessing`).
+        objective: ``clean`` | ``adversarial`` | ``mixed`` | ``trades`` | ``mart``.
         attack: training attack as ``{name: pgd, eps: 0.3, steps: 40, ...}`` (pixel units).
         adversarial_fraction: share of each batch attacked by ``mixed``.
         eps_warmup: fraction of training over which the training attack's eps ramps
@@ -44,6 +48,9 @@ class AdversarialClassifier(pl.LightningModule):
         lr_schedule: constant|cosine|linear|multistep over training progress (steps or
             ``max_time``, whichever runs out first); lr_warmup: warm-up fraction;
             milestones: progress fractions where multistep divides the lr by 10.
+        beta: weight of the KL robustness term of ``trades`` and ``mart`` (6 in both papers).
+        init_weights: an advtrain checkpoint whose weights initialise the network when
+            fitting starts (fine-tuning); resuming with ``--ckpt_path`` still wins.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class AdversarialClassifier(pl.LightningModule):
         num_classes: int = 10,
         mean: tuple[float, ...] = (0.0,),
         std: tuple[float, ...] = (1.0,),
+        preprocessing: Optional[dict[str, Any]] = None,
         objective: str = "clean",
         attack: Optional[dict[str, Any]] = None,
         adversarial_fraction: float = 0.5,
@@ -65,6 +73,8 @@ class AdversarialClassifier(pl.LightningModule):
         lr_schedule: str = "cosine",
         lr_warmup: float = 0.0,
         milestones: tuple[float, ...] = (0.5, 0.75),
+        beta: float = 6.0,
+        init_weights: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -72,14 +82,18 @@ class AdversarialClassifier(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        blur = create_preprocessing(preprocessing)  # None: the module tree and state_dict are as without it
         self.net = nn.Sequential(OrderedDict(
+            **({"preprocessing": blur} if blur is not None else {}),
             normalize=Normalize(mean, std),
             backbone=create_backbone(backbone, num_classes=num_classes, in_chans=len(mean)),
         ))
-        self.objective = create_objective(objective, adversarial_fraction)
+        self.objective = create_objective(objective, adversarial_fraction, beta)
         self.attack: Attack | None = create_attack(attack) if attack else None
         if self.objective.needs_attack and self.attack is None:
             raise ValueError(f"objective {objective!r} needs model.attack, e.g. {{name: pgd, eps: 0.3, steps: 10}}")
+        if self.attack is not None:
+            self.objective.check_attack(self.attack)
         self._attack_eps = self.attack.eps if self.attack is not None else 0.0  # eps_warmup ramps up to this
         # a separate instance: the training attack's eps is ramped by eps_warmup
         self.val_attack: Attack | None = create_attack(val_attack or attack) if (val_attack or attack) else None
@@ -94,6 +108,21 @@ class AdversarialClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels (N, C, H, W) -> logits (N, num_classes)."""
         return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        # before Lightning restores a --ckpt_path, which therefore overrides these weights
+        if stage == "fit" and self.hparams.init_weights:
+            self.load_network_weights(self.hparams.init_weights)
+
+    def load_network_weights(self, path: str) -> None:
+        """Copy the network weights of another advtrain checkpoint into this model."""
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        try:
+            self.net.load_state_dict(net_state)
+        except RuntimeError as err:
+            raise ValueError(f"init_weights {path} holds another architecture than backbone "
+                             f"{self.hparams.backbone!r} with {self.hparams.num_classes} classes: {err}") from err
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

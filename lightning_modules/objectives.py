@@ -9,6 +9,13 @@ model with the configured attack (pixel units, its own threat model).
 - ``mixed``: a fraction of each batch is replaced by adversarial examples of the
   current model, the "dynamic mixed batches" of the mixed-batch paper (Goodfellow et
   al. 2014 use 0.5).
+- ``trades`` (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), with x_adv
+  from the attack ascending that KL (``{name: pgd, loss: kl}``).
+- ``mart`` (Wang et al. 2020): boosted CE on x_adv (CE plus -log(1 - p_k(x_adv)) for the
+  strongest wrong class k) + beta * KL(f(x) || f(x_adv)) * (1 - p_y(x)), x_adv from the
+  attack (cross-entropy PGD in the paper).
+
+KL terms are per sample, summed over classes and averaged over the batch.
 """
 from __future__ import annotations
 
@@ -36,6 +43,9 @@ def _clean_logits_for_logging(model: nn.Module, x: torch.Tensor) -> torch.Tensor
 
 class Objective:
     needs_attack = False
+
+    def check_attack(self, attack: Attack) -> None:
+        """Raise, naming the fix, if ``attack`` cannot serve this objective."""
 
     def __call__(self, model: nn.Module, attack: Attack | None, x: torch.Tensor, y: torch.Tensor) -> ObjectiveOutput:
         raise NotImplementedError
@@ -77,10 +87,57 @@ class Mixed(Objective):
         return ObjectiveOutput(F.cross_entropy(logits, y), parts)
 
 
-OBJECTIVES = {"clean": Clean, "adversarial": Adversarial, "mixed": Mixed}
+def _kl_per_sample(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(clean) || softmax(adv)) per sample, shape (N,)."""
+    clean_log_probs = F.log_softmax(clean_logits.float(), dim=1)
+    adv_log_probs = F.log_softmax(adv_logits.float(), dim=1)
+    return F.kl_div(adv_log_probs, clean_log_probs, reduction="none", log_target=True).sum(dim=1)
 
 
-def create_objective(name: str, adversarial_fraction: float = 0.5) -> Objective:
+class Trades(Objective):
+    needs_attack = True
+
+    def __init__(self, beta: float = 6.0):
+        self.beta = beta
+
+    def check_attack(self, attack: Attack) -> None:
+        if getattr(attack, "loss", None) != "kl":
+            raise ValueError("objective 'trades' generates x_adv by ascending KL(f(x) || f(x_adv)): "
+                             "use an attack with loss kl, e.g. {name: pgd, loss: kl, eps: 8/255, steps: 10}")
+
+    def __call__(self, model, attack, x, y):
+        x_adv = attack(model, x, y)
+        clean, adv = model(x), model(x_adv)
+        loss = F.cross_entropy(clean, y) + self.beta * _kl_per_sample(clean, adv).mean()
+        return ObjectiveOutput(loss, {"clean": (clean, y), "adv": (adv, y)})
+
+
+class Mart(Objective):
+    needs_attack = True
+
+    def __init__(self, beta: float = 6.0):
+        self.beta = beta
+
+    def __call__(self, model, attack, x, y):
+        x_adv = attack(model, x, y)
+        clean, adv = model(x), model(x_adv)
+        adv_probs = F.softmax(adv.float(), dim=1)
+        wrong_probs = adv_probs.scatter(1, y[:, None], 0.0)  # p(x_adv) with the true class masked
+        boosted_ce = F.cross_entropy(adv.float(), y) - torch.log1p(-wrong_probs.amax(dim=1) + 1e-12).mean()
+        true_prob = F.softmax(clean.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+        robust = (_kl_per_sample(clean, adv) * (1 - true_prob)).mean()
+        return ObjectiveOutput(boosted_ce + self.beta * robust, {"clean": (clean, y), "adv": (adv, y)})
+
+
+OBJECTIVES = {"clean": Clean, "adversarial": Adversarial, "mixed": Mixed, "trades": Trades, "mart": Mart}
+
+
+def create_objective(name: str, adversarial_fraction: float = 0.5, beta: float = 6.0) -> Objective:
+    """An objective by name; ``adversarial_fraction`` is used by mixed, ``beta`` by trades and mart."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
-    return Mixed(adversarial_fraction) if name == "mixed" else OBJECTIVES[name]()
+    if name == "mixed":
+        return Mixed(adversarial_fraction)
+    if name in ("trades", "mart"):
+        return OBJECTIVES[name](beta)
+    return OBJECTIVES[name]()

@@ -153,3 +153,40 @@ def test_attack_spec_forms_agree():
     assert class_path.config() == create_attack({"name": "pgd", "steps": 7, "eps": 0.1}).config()
     with pytest.raises(ValueError, match="not a registered attack"):
         create_attack({"class_path": "torch.nn.Linear"})
+
+
+class _CountingModel(torch.nn.Module):
+    """Wraps a model and counts the samples it is run on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.samples = model, 0
+
+    def forward(self, x):
+        self.samples += len(x)
+        return self.model(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 1.5)])
+def test_early_stop_is_never_weaker_and_skips_fooled_samples(trained_toy, norm, eps):
+    model, x, y = trained_toy
+    spec = {"name": "pgd", "norm": norm, "eps": eps, "steps": 20, "seed": 0}
+    plain = build(spec)(model, x, y)
+    counting = _CountingModel(model)
+    early_attack = build(spec, early_stop=True)
+    early = check_threat_model(early_attack, counting, x, y)
+    with torch.no_grad():
+        fooled_plain = model(plain).argmax(1) != y
+        fooled_early = model(early).argmax(1) != y
+    assert fooled_plain.any() and (~fooled_plain).any(), "the test needs both outcomes to mean anything"
+    assert (fooled_early | ~fooled_plain).all(), "a sample plain PGD fools must stay fooled with early_stop"
+    # same start and steps: a sample early_stop never fooled followed plain PGD's path exactly
+    kept = ~fooled_early
+    assert torch.allclose(early[kept], plain[kept])
+    assert counting.samples < 20 * len(x), "fooled samples were still forwarded"
+    check_no_side_effects(early_attack, x, y)
+
+
+def test_early_stop_refuses_batch_statistics():
+    with pytest.raises(ValueError, match="bn_mode eval"):
+        create_attack({"name": "pgd", "early_stop": True, "bn_mode": "train"})
