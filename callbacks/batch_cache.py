@@ -15,15 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from callbacks.atomic import write_atomically
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+from datamodules.disk_cache import model_fingerprint, write_atomically
 
 
 class BatchCache:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from callbacks.atomic import write_atomically
+from datamodules.disk_cache import write_atomically
 
 
 def sanity_warnings(result: dict[str, Any]) -> list[str]:

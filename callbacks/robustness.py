@@ -17,34 +17,19 @@ from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from attacks import as_float, attack_mode, create_attack
 from callbacks.batch_cache import BatchCache
+from callbacks.evaluation import EvaluationCallback
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
 from callbacks.sweep import masking_probe, sweep_batch
 
-STAGES = ("fit_end", "test_end", "validation_epoch")
 
 
-class _Numbered:
-    """Iterate a loader's batches together with their global batch indices."""
-
-    def __init__(self, indices: list[int], loader: DataLoader):
-        self.indices, self.loader = indices, loader
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self):
-        return zip(self.indices, self.loader)
-
-
-class RobustnessEvaluation(Callback):
+class RobustnessEvaluation(EvaluationCallback):
     """Robust accuracy over attacks x epsilons, written to robustness.json and the loggers.
 
     Args:
@@ -65,6 +50,8 @@ class RobustnessEvaluation(Callback):
             than PGD-10 at the largest eps). Points fooled only by a black-box attack are
             always counted.
     """
+
+    STAGES = ("fit_end", "test_end", "validation_epoch")
 
     def __init__(
         self,
@@ -88,26 +75,11 @@ class RobustnessEvaluation(Callback):
         for eps in self.epsilons:
             if not 0.0 <= eps <= 1.0:
                 raise ValueError(f"epsilon {eps} is outside [0, 1]; epsilons are in [0, 1] pixel units (write 8/255)")
-        unknown = set(run_on) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown run_on {sorted(unknown)}; valid: {', '.join(STAGES)}")
-        if split not in ("val", "test"):
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        self.split, self.num_samples, self.batch_size = split, num_samples, batch_size
-        self.run_on, self.every_n_epochs, self.seed, self.filename = tuple(run_on), every_n_epochs, seed, filename
+        super().__init__(split, num_samples, batch_size, run_on, seed, filename)
+        self.every_n_epochs = every_n_epochs
         self.cache_dir = cache_dir
         self.masking_checks, self.check_samples = masking_checks, check_samples
         self.probe_norm = create_attack({**self.attacks[0], "eps": 0.0}).norm if self.attacks else "linf"
-        self.results: list[dict[str, Any]] = []
-
-    # -- hooks -------------------------------------------------------------------------
-    def on_fit_end(self, trainer, pl_module):
-        if "fit_end" in self.run_on and not trainer.sanity_checking:
-            self.evaluate(trainer, pl_module, "fit_end")
-
-    def on_test_end(self, trainer, pl_module):
-        if "test_end" in self.run_on:
-            self.evaluate(trainer, pl_module, "test_end")
 
     def on_validation_end(self, trainer, pl_module):
         if ("validation_epoch" in self.run_on and not trainer.sanity_checking and trainer.state.fn == "fit"
@@ -119,7 +91,7 @@ class RobustnessEvaluation(Callback):
         if torch.is_inference_mode_enabled():
             raise RuntimeError("RobustnessEvaluation needs gradients for its attacks: set --trainer.inference_mode false")
         started = time.time()
-        batches = self._my_batches(trainer)
+        batches = self.my_batches(trainer)
         world, rank = trainer.world_size, trainer.global_rank
         n_attacks, n_eps = len(self.attacks), len(self.epsilons)
         counts = torch.zeros(self._layout()["size"], dtype=torch.long, device=pl_module.device)
@@ -177,17 +149,6 @@ class RobustnessEvaluation(Callback):
                     "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None}
         return BatchCache(Path(self.cache_dir), pl_module, settings)
 
-    def _my_batches(self, trainer):
-        """This process's share of the global batches, as (global batch index, batch) pairs."""
-        dataset = trainer.datamodule.dataset(self.split)
-        n = len(dataset) if self.num_samples is None else min(self.num_samples, len(dataset))
-        if n < len(dataset):
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
-            dataset = Subset(dataset, order.sort().values.tolist())
-        mine = list(range(trainer.global_rank, -(-n // self.batch_size), trainer.world_size))
-        batches = [list(range(b * self.batch_size, min(n, (b + 1) * self.batch_size))) for b in mine]
-        return _Numbered(mine, DataLoader(dataset, batch_sampler=batches))
-
     def _result(self, trainer, pl_module, stage, counts: list[int], seconds: float) -> dict[str, Any]:
         layout = self._layout()
         total, clean_correct = counts[0], counts[1]
@@ -216,7 +177,7 @@ class RobustnessEvaluation(Callback):
             "norms": sorted({create_attack({**s, "eps": 0.0}).norm for s in self.attacks}),
             "rows": rows,
             "gradient_masking_checks": checks,
-            "model": {k: hparams.get(k) for k in ("backbone", "source", "num_classes", "objective", "attack") if k in hparams},
+            "model": {k: hparams.get(k) for k in ("backbone", "source", "num_classes", "objective", "attack", "preprocessing") if k in hparams},
             "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
             "world_size": trainer.world_size, "seconds": round(seconds, 2),
         }

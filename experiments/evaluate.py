@@ -9,7 +9,8 @@ Lightning's), with clean metrics only, and the robustness sweep at its end: samp
 sharded over all processes and counts are exact. With ``resume`` (default) each finished
 batch is kept under ``<default_root_dir>/eval_cache``; rerunning the same command after an
 interruption skips the finished batches. Without ``--attacks``/``--epsilons`` the sweep of
-the config's RobustnessEvaluation callback is used.
+the config's RobustnessEvaluation callback is used. ``--post_train '{num_samples: 500}'`` (the
+arguments of callbacks.PostTrainEvaluation) also evaluates the post-train defence.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 
-from callbacks import RobustnessEvaluation
+from callbacks import PostTrainEvaluation, RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 from lightning_modules import AdversarialClassifier
@@ -41,11 +42,14 @@ class AdvTrainer(pl.Trainer):
         seed: int = 0,
         resume: bool = True,
         external_model: Optional[str] = None,
+        post_train: Optional[dict[str, Any]] = None,
     ) -> dict[str, Any]:
         """Evaluate ``model`` (weights from ``ckpt_path``) and return the result written to robustness.json.
 
         ``external_model`` evaluates another model with the [0, 1]-in/logits-out contract instead:
         a TorchScript file or a ``package.module:function`` factory (see lightning_modules.external).
+        ``post_train`` (callbacks.PostTrainEvaluation's arguments) also runs that non-adaptive evaluation
+        (post_train.json; its result under ``post_train``); alone, without a sweep, it runs by itself.
         """
         if external_model is not None:
             if ckpt_path is not None:
@@ -53,9 +57,11 @@ class AdvTrainer(pl.Trainer):
             model = ExternalClassifier(external_model, num_classes=datamodule.num_classes)
         configured = [c for c in self.callbacks if isinstance(c, RobustnessEvaluation)]
         base = configured[0] if configured else None
-        if base is None and (attacks is None or epsilons is None):
-            raise ValueError("evaluate needs --attacks and --epsilons (or a config with a RobustnessEvaluation callback)")
-        evaluation = RobustnessEvaluation(
+        sweep = base is not None or (attacks is not None and epsilons is not None)
+        if not sweep and post_train is None:
+            raise ValueError("evaluate needs --attacks and --epsilons (or a config with a RobustnessEvaluation "
+                             "callback), or --post_train")
+        evaluation = None if not sweep else RobustnessEvaluation(
             attacks=attacks if attacks is not None else base.attacks,
             epsilons=epsilons if epsilons is not None else [e for e in base.epsilons if e > 0],
             split=split or (base.split if base else "test"),
@@ -65,15 +71,18 @@ class AdvTrainer(pl.Trainer):
             seed=seed,
             cache_dir=str(Path(self.default_root_dir) / "eval_cache") if resume else None,
         )
-        for callback in configured:
+        defence = None if post_train is None else PostTrainEvaluation(**{**post_train, "run_on": ["test_end"]})
+        replaced = configured + [c for c in self.callbacks if defence and isinstance(c, PostTrainEvaluation)]
+        for callback in replaced:
             self.callbacks.remove(callback)
-        self.callbacks.append(evaluation)
+        self.callbacks.extend(c for c in (evaluation, defence) if c is not None)
         saved_attack, model.val_attack = getattr(model, "val_attack", None), None  # test loop: clean metrics only
         try:
             self.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         finally:
             model.val_attack = saved_attack
-        return evaluation.results[-1]
+        result = evaluation.results[-1] if evaluation else {}
+        return {**result, "post_train": defence.results[-1]} if defence else result
 
     def transfer_matrix(
         self,

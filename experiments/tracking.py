@@ -38,6 +38,9 @@ def run_labels(config: Any) -> tuple[str, list[str]]:
     if attack:
         tags.append(f"attack:{_get(attack, 'name')}")
         tags.append(f"eps:{_get(attack, 'eps')}")
+    preprocessing = _get(model, "preprocessing")
+    if preprocessing:
+        tags.append(f"preprocessing:{_get(preprocessing, 'name')}")
     return dataset, tags
 
 
