@@ -10,9 +10,11 @@ The official test set has no labels, so the official val set is the test split h
 and a seeded random part of the training pool (``val_size``, default 2,000 = 10 per
 class on average) is held out for validation. Images are decoded lazily as RGB float
 tensors in [0, 1] (grey images are converted); ``mean``/``std`` are ImageNet's.
-The layout is checked cheaply when the datamodule is built (folders, annotation file,
-and that every annotated val image exists); what is missing is named in a
-:class:`DatasetNotFoundError`.
+When ``wnids.txt`` is missing and ``download`` is on, the official zip (``URL``, 237 MB)
+is downloaded into ``data_dir`` and extracted. The layout is checked cheaply when the
+datamodule is built (folders, annotation file, and that every annotated val image
+exists); what is missing is named in a :class:`DatasetNotFoundError` (with the download
+error, when one was tried).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from datamodules.missing import DatasetNotFoundError, listing
 
 NAME = "Tiny ImageNet"
 FOLDER = "tiny-imagenet-200"
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
 
 
 class TinyImageNetDataModule(ClassificationDataModule):
@@ -38,18 +42,31 @@ class TinyImageNetDataModule(ClassificationDataModule):
     image_size = 64
 
     def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 2000,
-                 num_workers: int = 2, **kwargs):
+                 num_workers: int = 2, download: bool = True, **kwargs):
         super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=val_size, num_workers=num_workers,
                          **kwargs)
         self.root = Path(data_dir) / FOLDER
+        self.download = download
+        self._download_error: Exception | None = None
+        if download and not (self.root / "wnids.txt").is_file():
+            self._download()
         self.wnids = self._read_wnids()
         self.num_classes = len(self.wnids)
         self.class_index = {w: i for i, w in enumerate(self.wnids)}
         self._check_train()
         self.val_annotations = self._read_val_annotations()
 
+    def _download(self) -> None:
+        """Fetch and extract the official zip; a failure is reported with the missing files."""
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        try:
+            download_and_extract_archive(URL, download_root=str(self.data_dir))
+        except Exception as err:  # noqa: BLE001 - offline or unreachable: report it with what is missing
+            self._download_error = err
+
     def _missing(self, expected: list[str]) -> DatasetNotFoundError:
-        return DatasetNotFoundError(NAME, self.root, listing(expected))
+        return DatasetNotFoundError(NAME, self.root, listing(expected), self._download_error)
 
     def _read_wnids(self) -> list[str]:
         path = self.root / "wnids.txt"

@@ -7,6 +7,7 @@ SHARED_DATASETS into a session temp folder and skip with a reason when an archiv
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,8 +154,31 @@ def test_tiny_imagenet_missing_wnids(tmp_path):
     base = _write_tiny(tmp_path)
     (base / "wnids.txt").unlink()
     with pytest.raises(DatasetNotFoundError, match="wnids.txt"):
-        TinyImageNetDataModule(str(tmp_path))
+        TinyImageNetDataModule(str(tmp_path), download=False)
     with pytest.raises(DatasetNotFoundError, match="tiny-imagenet-200/wnids.txt"):
+        TinyImageNetDataModule(str(tmp_path / "elsewhere"), download=False)
+
+
+def test_tiny_imagenet_downloads_the_official_zip_when_missing(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, download_root, **kwargs):  # stands in for the 237 MB zip: writes the layout
+        calls.append(url)
+        _write_tiny(Path(download_root))
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    dm = TinyImageNetDataModule(str(tmp_path), val_size=3, num_workers=0)
+    assert calls == ["http://cs231n.stanford.edu/tiny-imagenet-200.zip"] and dm.num_classes == len(WNIDS)
+    TinyImageNetDataModule(str(tmp_path), val_size=3, num_workers=0)
+    assert len(calls) == 1, "an extracted copy must not be downloaded again"
+
+    def offline(url, download_root, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetNotFoundError, match="download failed: OSError: network is unreachable"):
         TinyImageNetDataModule(str(tmp_path / "elsewhere"))
 
 
@@ -162,7 +186,7 @@ def test_tiny_imagenet_missing_val_annotations(tmp_path):
     base = _write_tiny(tmp_path)
     (base / "val" / "val_annotations.txt").unlink()
     with pytest.raises(DatasetNotFoundError, match="val/val_annotations.txt"):
-        TinyImageNetDataModule(str(tmp_path))
+        TinyImageNetDataModule(str(tmp_path), download=False)
 
 
 def test_tiny_imagenet_missing_train_folder(tmp_path):
@@ -171,7 +195,7 @@ def test_tiny_imagenet_missing_train_folder(tmp_path):
         f.unlink()
     (base / "train" / "n01" / "images").rmdir()
     with pytest.raises(DatasetNotFoundError) as err:
-        TinyImageNetDataModule(str(tmp_path))
+        TinyImageNetDataModule(str(tmp_path), download=False)
     assert str(base / "train" / "n01" / "images") in str(err.value)
     assert "n02" not in str(err.value) and "n03" not in str(err.value)
 
@@ -180,7 +204,7 @@ def test_tiny_imagenet_missing_val_image(tmp_path):
     base = _write_tiny(tmp_path)
     (base / "val" / "images" / "val_3.png").unlink()
     with pytest.raises(DatasetNotFoundError, match="val/images/val_3.png"):
-        TinyImageNetDataModule(str(tmp_path))
+        TinyImageNetDataModule(str(tmp_path), download=False)
 
 
 def test_image_files_rejects_mismatched_lengths():
