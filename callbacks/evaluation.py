@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from callbacks.sharding import NumberedBatches, global_batches
@@ -41,6 +42,12 @@ class EvaluationCallback(Callback):
     def on_test_end(self, trainer, pl_module):
         if self._runs(trainer, "test_end"):
             self.evaluate(trainer, pl_module, "test_end")
+
+    def require_gradients(self) -> None:
+        """Attacks need gradients: refuse to run under inference mode, naming the fix."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(f"{type(self).__name__} needs gradients for its attacks: "
+                               "set --trainer.inference_mode false")
 
     def my_batches(self, trainer) -> NumberedBatches:
         """This process's share of the evaluated samples, as (global batch index, batch) pairs."""

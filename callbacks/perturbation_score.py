@@ -107,8 +107,7 @@ class PerturbationScore(EvaluationCallback):
         super().__init__(split, num_samples, batch_size, run_on, seed, filename)
 
     def evaluate(self, trainer, pl_module, stage: str) -> dict[str, Any]:
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("PerturbationScore needs gradients for its attack: set --trainer.inference_mode false")
+        self.require_gradients()
         started = time.time()
         batches = self.my_batches(trainer)
         counts = perturbation_counts(pl_module, (batch for _, batch in batches), self.attack,

@@ -94,8 +94,7 @@ class PostTrainEvaluation(EvaluationCallback):
 
     # -- the evaluation ----------------------------------------------------------------
     def evaluate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> dict[str, Any]:
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("post-train evaluation needs gradients: set --trainer.inference_mode false")
+        self.require_gradients()
         started = time.time()
         rank_zero_info(NON_ADAPTIVE)
         net = getattr(pl_module, "net", pl_module)

@@ -88,8 +88,7 @@ class RobustnessEvaluation(EvaluationCallback):
 
     # -- the evaluation ----------------------------------------------------------------
     def evaluate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> dict[str, Any]:
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("RobustnessEvaluation needs gradients for its attacks: set --trainer.inference_mode false")
+        self.require_gradients()
         started = time.time()
         batches = self.my_batches(trainer)
         world, rank = trainer.world_size, trainer.global_rank
