@@ -7,17 +7,19 @@ from attacks.apgd import APGD, APGDTargeted
 from attacks.autoattack import AutoAttack
 from attacks.base import Attack, as_float
 from attacks.bpda import BPDA
+from attacks.wrapper import WrappedAttack
 from attacks.lbfgs import LBFGS
 from attacks.minimum_norm import CarliniWagnerL2, DeepFool
 from attacks.model_mode import attack_mode
 from attacks.pgd import BIM, FGSM, PGD, FGSMRandomStart
+from attacks.precision import Autocast
 from attacks.square import SquareAttack
 from attacks.targeted import FGSMTargeted, L2IterativeTargeted
 from attacks.registry import attack_options, available_attacks, create_attack, register_attack
 
 __all__ = [
-    "APGD", "APGDTargeted", "AutoAttack", "BPDA", "CarliniWagnerL2", "DeepFool", "FGSMTargeted", "L2IterativeTargeted",
+    "APGD", "APGDTargeted", "AutoAttack", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FGSMTargeted", "L2IterativeTargeted",
     "LBFGS", "SquareAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
-    "attack_options", "available_attacks", "create_attack", "register_attack",
+    "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
 ]

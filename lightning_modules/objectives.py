@@ -101,6 +101,8 @@ class Trades(Objective):
         self.beta = beta
 
     def check_attack(self, attack: Attack) -> None:
+        while hasattr(attack, "inner"):  # a wrapper (bpda, autocast): its inner attack does the ascent
+            attack = attack.inner
         if getattr(attack, "loss", None) != "kl":
             raise ValueError("objective 'trades' generates x_adv by ascending KL(f(x) || f(x_adv)): "
                              "use an attack with loss kl, e.g. {name: pgd, loss: kl, eps: 8/255, steps: 10}")
