@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
 from datamodules.base import ClassificationDataModule
 from datamodules.image_files import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ImageFiles
@@ -33,16 +34,17 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 class TinyImageNetDataModule(ClassificationDataModule):
     """Tiny ImageNet: 200 classes (wnids.txt order), 64x64 RGB; test = official val set.
-    Options are the base ones (see ClassificationDataModule); ``in_memory: true`` holds
-    the decoded images (12 KB each) in memory."""
+    Options are the base ones (see ClassificationDataModule), plus ``num_classes: N`` (the
+    first N classes of wnids.txt, their training images and val images only; None = all
+    200) and ``image_size`` (side in pixels the 64x64 images are resized to; default 64).
+    ``in_memory: true`` holds the decoded images (12 KB each at 64 px) in memory."""
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
-    input_shape = (3, 64, 64)
-    image_size = 64
 
     def __init__(self, data_dir: str = "data", batch_size: int = 128, val_size: int = 2000,
-                 num_workers: int = 2, download: bool = True, **kwargs):
+                 num_workers: int = 2, download: bool = True, num_classes: Optional[int] = None,
+                 image_size: int = 64, **kwargs):
         super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=val_size, num_workers=num_workers,
                          **kwargs)
         self.root = Path(data_dir) / FOLDER
@@ -50,8 +52,14 @@ class TinyImageNetDataModule(ClassificationDataModule):
         self._download_error: Exception | None = None
         if download and not (self.root / "wnids.txt").is_file():
             self._download()
-        self.wnids = self._read_wnids()
+        self.all_wnids = self._read_wnids()
+        if num_classes is not None and not 1 <= num_classes <= len(self.all_wnids):
+            raise ValueError(f"num_classes={num_classes} must be in [1, {len(self.all_wnids)}] (the classes of "
+                             f"{self.root / 'wnids.txt'}), or null for all")
+        self.wnids = self.all_wnids[:num_classes]
         self.num_classes = len(self.wnids)
+        self.image_size = image_size
+        self.input_shape = (3, image_size, image_size)
         self.class_index = {w: i for i, w in enumerate(self.wnids)}
         self._check_train()
         self.val_annotations = self._read_val_annotations()
@@ -86,8 +94,8 @@ class TinyImageNetDataModule(ClassificationDataModule):
             raise self._missing(missing)
 
     def _read_val_annotations(self) -> dict[str, str]:
-        """file name -> wnid, from val/val_annotations.txt; every listed image must exist
-        and every wnid must be one of wnids.txt."""
+        """file name -> wnid of the selected classes, from val/val_annotations.txt; every
+        listed image must exist and every wnid must be one of wnids.txt."""
         path = self.root / "val" / "val_annotations.txt"
         if not path.is_file():
             raise self._missing(["val/val_annotations.txt"])
@@ -100,6 +108,8 @@ class TinyImageNetDataModule(ClassificationDataModule):
                 raise ValueError(f"{path}:{n}: expected '<file>\\t<wnid>...', got {line!r}")
             name, wnid = fields[0].strip(), fields[1].strip()
             if wnid not in self.class_index:
+                if wnid in self.all_wnids:
+                    continue  # a class left out by num_classes
                 raise ValueError(f"{path}:{n}: {wnid} is not listed in wnids.txt")
             annotations[name] = wnid
         if not annotations:
@@ -134,7 +144,8 @@ class TinyImageNetDataModule(ClassificationDataModule):
                           self.image_size)
 
     def describe(self) -> dict:
-        return {**super().describe(), "val_size": self.val_size, "test": "official val set"}
+        return {**super().describe(), "val_size": self.val_size, "test": "official val set",
+                "image_size": self.image_size}
 
 
 def _natural_key(name: str):

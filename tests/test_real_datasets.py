@@ -150,6 +150,20 @@ def test_tiny_imagenet_layout_labels_from_annotations(tmp_path):
     assert x.shape == (3, 3, 64, 64) and 0 <= x.min() and x.max() <= 1 and y.tolist() == [2, 1, 0]
 
 
+def test_tiny_imagenet_first_classes_and_image_size(tmp_path):
+    """num_classes keeps the first classes of wnids.txt, in train and test; image_size resizes."""
+    _write_tiny(tmp_path)
+    dm = TinyImageNetDataModule(str(tmp_path), batch_size=3, val_size=2, num_workers=0, num_classes=2, image_size=32)
+    assert dm.num_classes == 2 and dm.wnids == WNIDS[:2] and dm.input_shape == (3, 32, 32)
+    dm.setup()
+    test = dm.dataset("test")
+    assert [p.name for p in test.paths] == ["val_1.png", "val_2.png", "val_3.png", "val_5.JPEG"]
+    assert test.labels.tolist() == [1, 0, 1, 0] and dm.load_train_pool().labels.tolist() == [0] * 4 + [1] * 4
+    assert test[0][0].shape == (3, 32, 32) and dm.describe()["image_size"] == 32
+    with pytest.raises(ValueError, match=r"num_classes=4 must be in \[1, 3\]"):
+        TinyImageNetDataModule(str(tmp_path), num_classes=4, download=False)
+
+
 def test_tiny_imagenet_missing_wnids(tmp_path):
     base = _write_tiny(tmp_path)
     (base / "wnids.txt").unlink()
