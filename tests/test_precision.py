@@ -68,16 +68,13 @@ def test_eps_is_forwarded_and_reports_are_labelled(trained_toy):
     attack = autocast()
     attack.eps = 0.2  # what a sweep or an eps ramp does
     assert attack.inner.eps == 0.2 and attack.eps == 0.2 and attack.label == "bf16(pgd)"
-    assert attack.config()["attack"] == PGD and attack.config()["dtype"] == "bfloat16"
+    assert attack.config()["attack"] == PGD
     RobustnessEvaluation(attacks=[{"name": "autocast", "attack": PGD}], epsilons=[0.1])
 
 
-def test_errors_name_the_fix(trained_toy):
-    model, x, y = trained_toy
-    with pytest.raises(ValueError, match="unknown dtype 'float8'; valid: bfloat16"):
-        autocast(dtype="float8")
-    with pytest.raises(ValueError, match="float16 runs on CUDA only.*use bfloat16"):
-        autocast(dtype="float16")(model, x, y)
+def test_errors_name_the_fix():
+    with pytest.raises(ValueError, match="unknown option.*dtype.*valid options: eps, attack, bn_mode, seed"):
+        autocast(dtype="float16")
     with pytest.raises(ValueError, match="give eps on autocast itself"):
         create_attack({"name": "autocast", "attack": {"name": "pgd", "eps": 0.1}})
     with pytest.raises(ValueError, match="cannot be autocast itself"):
