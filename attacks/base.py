@@ -5,7 +5,9 @@ batch of [0, 1] pixels, ``y`` the labels. The output stays inside the attack's
 eps-ball around ``x`` and inside [0, 1]; eps = 0 returns ``x`` unchanged. While the
 attack runs the model's parameters are frozen and its modes are set by ``bn_mode``
 (see :mod:`attacks.model_mode`); both are restored afterwards. Randomness comes from
-a generator seeded with ``seed``, so a seed reproduces an attack.
+a generator seeded with ``seed``, so a seed reproduces an attack; an attack without a
+``seed`` seeds each call from torch's global generator, so ``seed_everything`` (and the
+per-step reseeding of a training run, see :mod:`attacks.seeding`) reproduces it too.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.model_mode import attack_mode
+from attacks.seeding import draw_seed
 
 
 def as_float(value: Any) -> float:
@@ -43,6 +46,7 @@ class Attack:
         self.bn_mode = bn_mode
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._call_seed = 0  # without a seed: drawn from torch's global generator at every call
         self.last_info: dict[str, torch.Tensor] = {}
         self._check_eps()
 
@@ -65,6 +69,8 @@ class Attack:
             )
         if self.eps == 0 or x.numel() == 0:
             return x.clone()
+        if self.seed is None:
+            self._generators, self._call_seed = {}, draw_seed()
         with attack_mode(model, self.bn_mode), torch.enable_grad():
             x_adv = self.perturb(model, x, y.detach(), **kwargs)
         return x_adv.detach()
@@ -75,13 +81,11 @@ class Attack:
 
     # -- helpers for subclasses ------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:
-        """One generator per device, seeded once: successive calls continue the stream."""
+        """One generator per device. With ``seed``: seeded once, successive calls continue the
+        stream. Without: seeded at every call from torch's global generator."""
         if device not in self._generators:
             gen = torch.Generator(device=device)
-            if self.seed is None:
-                gen.seed()
-            else:
-                gen.manual_seed(self.seed)
+            gen.manual_seed(self._call_seed if self.seed is None else self.seed)
             self._generators[device] = gen
         return self._generators[device]
 

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.sharding import NumberedBatches, global_batches
 
@@ -48,6 +49,13 @@ class EvaluationCallback(Callback):
         if torch.is_inference_mode_enabled():
             raise RuntimeError(f"{type(self).__name__} needs gradients for its attacks: "
                                "set --trainer.inference_mode false")
+
+    @staticmethod
+    def stop_if_preempted(trainer) -> None:
+        """Between two batches: on SIGTERM/SIGUSR1 stop here (finished batches stay cached) and exit
+        non-zero (see :mod:`callbacks.preemption`); rerunning the same command continues."""
+        if trainer.received_sigterm:
+            raise SIGTERMException()
 
     def my_batches(self, trainer) -> NumberedBatches:
         """This process's share of the evaluated samples, as (global batch index, batch) pairs."""

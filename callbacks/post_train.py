@@ -110,6 +110,7 @@ class PostTrainEvaluation(EvaluationCallback):
             counts += self._count_batch(net, defence, x, y, self.seed + batch_index, pairs)
             bar.update(1)
             bar.set_postfix(fine_tunes=defence.fine_tunes)
+            self.stop_if_preempted(trainer)
         bar.close()
         work = torch.tensor([defence.fine_tunes, defence.cache_hits], device=pl_module.device)
         if trainer.world_size > 1:  # every process calls the collectives

@@ -106,6 +106,7 @@ class RobustnessEvaluation(EvaluationCallback):
                         cache.save(batch_index, batch_counts)
                 counts += batch_counts.to(counts.device)
                 bar.update(1)
+                self.stop_if_preempted(trainer)
         bar.close()
         counts = trainer.strategy.reduce(counts, reduce_op="sum") if world > 1 else counts
         result = self._result(trainer, pl_module, stage, counts.cpu().tolist(), time.time() - started)

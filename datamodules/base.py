@@ -12,19 +12,26 @@ on the device, after the transfer, when ``augment`` lists augmentations.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from attacks.seeding import derive_seed, run_seed
 from datamodules.augmentations import AugmentSpec, Compose, create_augmentations
 from datamodules.in_memory import UInt8Images, to_memory
+from datamodules.resumable import ResumableSampler
 from datamodules.splits import (BALANCE_MODES, check_fractions, fraction_split, labels_of, seeded_subset,
                                 undersample)
 
 SPLITS = ("train", "val", "test")
+# Lightning cannot see that the datamodule restores the training position itself (ResumableSampler)
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
+                        category=PossibleUserWarning)
 __all__ = ["ClassificationDataModule", "UInt8Images", "seeded_subset", "SPLITS"]
 
 
@@ -88,6 +95,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.split_indices: dict[str, list[int]] = {}  # with `split`: indices into load_all()
         self._all: Optional[Dataset] = None
         self._splits: dict[str, Dataset] = {}
+        self._train_sampler: Optional[ResumableSampler] = None
+        self._resume_position: Optional[dict[str, int]] = None
 
     def _augment_specs(self, augment) -> list:
         if augment is None or augment is False:
@@ -163,11 +172,33 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
     def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None) -> DataLoader:
-        workers: dict[str, Any] = {}
+        """A loader in index order, or with ``shuffle`` the resumable training order: seeded by the
+        run seed and the epoch, shared out over the trainer's processes, resumable mid-epoch."""
+        batch_size = batch_size or self.batch_size
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
         if self.num_workers > 0:
-            workers = {"persistent_workers": self.persistent_workers, "prefetch_factor": self.prefetch_factor}
-        return DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, **workers)
+            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor)
+        if not shuffle:
+            return DataLoader(dataset, batch_size=batch_size, **kwargs)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        self._train_sampler = ResumableSampler(dataset, world, rank, derive_seed(run_seed(), "shuffle"), batch_size)
+        if self._resume_position is not None:
+            self._train_sampler.resume(self._resume_position)
+            self._resume_position = None
+        return DataLoader(dataset, batch_size=batch_size, sampler=self._train_sampler, **kwargs)
+
+    # -- the training position, in every checkpoint ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if self._train_sampler is None or trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": self._train_sampler.position(done, trainer.num_training_batches)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # restored before Lightning asks for the training loader, which then starts there
+        self._resume_position = state_dict.get("train_position")
 
     def train_dataloader(self):
         return self.loader(self.dataset("train"), shuffle=True)
@@ -185,7 +216,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         """Augment training batches on the device (validation, test and attacks see clean images)."""
         if len(self.augmentations) and self.trainer is not None and self.trainer.training:
             x, y = batch
-            batch = (self.augmentations(x), y)
+            # the draws of step k depend on (run seed, k, rank) only, so a resumed run repeats them
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(derive_seed(run_seed(), "augment", self.trainer.global_step, self.trainer.global_rank))
+                batch = (self.augmentations(x), y)
         return batch
 
     def describe(self) -> dict:

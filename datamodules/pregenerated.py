@@ -236,6 +236,12 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
     def train_dataloader(self):
         return self.loader(self.dataset("train"), shuffle=True)
 
+    def state_dict(self) -> dict[str, Any]:  # the training position lives with the base's sampler
+        return self._base().state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._base().load_state_dict(state_dict)
+
     def val_dataloader(self):
         return self._base().val_dataloader()
 

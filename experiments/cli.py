@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 import callbacks  # noqa: F401  (makes RobustnessEvaluation resolvable by short name)
+from callbacks.preemption import Preemption
 from callbacks.run_dir import run_directory
 from datamodules import ClassificationDataModule
 from experiments.evaluate import AdvTrainer
@@ -52,6 +53,14 @@ class AdvTrainCLI(LightningCLI):
         for key in ("num_classes", "mean", "std"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
+    def instantiate_trainer(self, **kwargs):
+        """Every run writes ``last.ckpt`` (``--ckpt_path last`` resumes it), unless its ModelCheckpoint says otherwise."""
+        trainer = super().instantiate_trainer(**kwargs)
+        for checkpoint in trainer.checkpoint_callbacks:
+            if checkpoint.save_last is None:
+                checkpoint.save_last = True
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._wandb_offline = configure_wandb_logger(config)
@@ -79,6 +88,7 @@ def main(args=None) -> None:
             **{cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
         },
         args=args,
+        trainer_defaults={"callbacks": [Preemption()]},  # always present, not configurable
         auto_configure_optimizers=False,
     )
 

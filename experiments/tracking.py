@@ -45,7 +45,8 @@ def run_labels(config: Any) -> tuple[str, list[str]]:
 
 
 def configure_wandb_logger(config: Any) -> bool:
-    """Fill in group, tags and offline mode of a WandbLogger in ``config``; True if offline."""
+    """Fill in group, tags, offline mode and save_dir (``default_root_dir`` unless given) of a
+    WandbLogger in ``config``; True if offline."""
     trainer = _get(config, "trainer")
     loggers = _get(trainer, "logger")
     loggers = loggers if isinstance(loggers, list) else [loggers]
@@ -59,6 +60,8 @@ def configure_wandb_logger(config: Any) -> bool:
         kwargs.setdefault("tags", tags)
         logger["dict_kwargs"] = kwargs
         init_args = _get(logger, "init_args")
+        if _get(init_args, "save_dir") in (None, "", "."):  # one run, one folder: W&B files under default_root_dir
+            init_args["save_dir"] = str(_get(trainer, "default_root_dir") or ".")
         if not has_wandb_credentials() and not _get(init_args, "offline", False):
             init_args["offline"] = True
         offline = offline or bool(_get(init_args, "offline", False))

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from attacks import Attack, create_attack
+from attacks.seeding import derive_seed, run_seed
 from lightning_modules.backbones import create_backbone
 from lightning_modules.normalization import Normalize
 from lightning_modules.objectives import create_objective
@@ -124,6 +125,16 @@ class AdversarialClassifier(pl.LightningModule):
             raise ValueError(f"init_weights {path} holds another architecture than backbone "
                              f"{self.hparams.backbone!r} with {self.hparams.num_classes} classes: {err}") from err
 
+    # -- randomness: one seed per step and per evaluation batch ----------------------------
+    def _reseed(self, *identity: object) -> None:
+        """Restart torch's global generator (dropout, unseeded attacks' random starts) from a seed of
+        the run seed, ``identity`` and the rank: a run resumed at any step draws what the
+        uninterrupted run drew there, and two runs with one seed draw the same."""
+        torch.manual_seed(derive_seed(run_seed(), *identity, self.global_rank))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._reseed("train", self.global_step)
+
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -138,12 +149,13 @@ class AdversarialClassifier(pl.LightningModule):
 
     # -- evaluation --------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        self._evaluate(batch, "val", batch_idx)
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", batch_idx)
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch, stage: str, batch_idx: int) -> None:
+        self._reseed(stage, self.current_epoch if stage == "val" else 0, batch_idx)
         x, y = batch
         logits = self(x)
         self._update_metrics(stage, "clean", logits, y)
