@@ -20,7 +20,7 @@ from callbacks.preemption import Preemption
 from callbacks.run_dir import run_directory
 from datamodules import ClassificationDataModule
 from experiments.evaluate import AdvTrainer
-from experiments.tracking import configure_wandb_logger, sync_hint
+from experiments.tracking import configure_wandb_logger, resolve_last_checkpoint, sync_hint
 from lightning_modules import AdversarialClassifier
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
@@ -63,6 +63,8 @@ class AdvTrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("ckpt_path") == "last":
+            resolve_last_checkpoint(config, continue_run=self.subcommand == "fit")
         self._wandb_offline = configure_wandb_logger(config)
 
     def _after(self) -> None:

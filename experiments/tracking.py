@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities import rank_zero_info
+
 
 def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"):
@@ -66,6 +68,29 @@ def configure_wandb_logger(config: Any) -> bool:
             init_args["offline"] = True
         offline = offline or bool(_get(init_args, "offline", False))
     return offline
+
+
+def resolve_last_checkpoint(config: Any, continue_run: bool) -> None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` under ``default_root_dir`` (none yet: start
+    afresh, as a requeued job's first start does). With ``continue_run`` (fit), the W&B logger
+    also continues that run (same id, ``resume: allow``), so its files and checkpoints stay in
+    one folder and one W&B run."""
+    trainer = _get(config, "trainer")
+    root = Path(str(_get(trainer, "default_root_dir") or "."))
+    found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        rank_zero_info(f"--ckpt_path last: no last.ckpt under {root} yet, starting a new run")
+        config["ckpt_path"] = None
+        return
+    config["ckpt_path"] = str(found[-1])
+    rank_zero_info(f"--ckpt_path last: resuming {found[-1]}")
+    loggers = _get(trainer, "logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if continue_run and str(_get(logger, "class_path", "")).rsplit(".", 1)[-1] == "WandbLogger":
+            init_args = _get(logger, "init_args")
+            if not _get(init_args, "id"):
+                init_args["id"] = found[-1].parent.parent.name  # <save_dir>/<project>/<run id>/checkpoints
+                logger["dict_kwargs"] = {**(_get(logger, "dict_kwargs") or {}), "resume": "allow"}
 
 
 def sync_hint(save_dir: str | Path) -> str:

@@ -151,12 +151,18 @@ def test_sigterm_during_evaluate_stops_between_batches_and_the_rerun_continues(t
     assert continued["rows"] == whole["rows"]
 
 
-def test_wandb_files_follow_default_root_dir(tmp_path):
-    """One run, one folder: the W&B logger's files land under --trainer.default_root_dir."""
-    root = tmp_path / "my_run"
-    run_ok(["fit", *SYNTHETIC, "--model.backbone", "mnist_small", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)], tmp_path)
-    assert list((root / "wandb").glob("offline-run-*")), "the W&B run is not under default_root_dir"
-    assert last_checkpoint(root).is_relative_to(root)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_run"], "the run wrote outside its folder"
+def test_ckpt_path_last_continues_the_same_run_folder_and_wandb_run(tmp_path):
+    """One run, one folder: the W&B files land under --trainer.default_root_dir. `--ckpt_path last`
+    on a fresh root starts a run; on a root with one, it resumes its newest last.ckpt into the same
+    run folder and the same W&B run id."""
+    root = tmp_path / "job"
+    args = ["fit", *SYNTHETIC, "--model.backbone", "mnist_small", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root), "--ckpt_path", "last"]
+    run_ok([*args, "--trainer.max_epochs", "1"], tmp_path)
+    out = run_ok([*args, "--trainer.max_epochs", "2"], tmp_path)
+    assert "resuming" in out
+    (run_folder,) = (root / "advtrain").iterdir()
+    assert torch.load(last_checkpoint(root), weights_only=True)["global_step"] == 4
+    assert {p.name.rsplit("-", 1)[-1] for p in (root / "wandb").glob("offline-run-*")} == {run_folder.name}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job"], "the run wrote outside its folder"
