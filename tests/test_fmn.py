@@ -69,6 +69,9 @@ def test_registered_with_its_options_and_config_round_trip():
         assert (attack.gamma_init, attack.gamma_final) == (0.05, 0.001)
         assert create_attack(attack.config()).config() == attack.config()
     assert create_attack({"name": "fmn", "norm": "l1", "eps": "12"}).eps == 12.0
+    wrapped = create_attack({"name": "autocast", "attack": {"name": "fmn", "norm": "l1"}, "eps": 3})
+    assert wrapped.minimum_norm and wrapped.norm == "l1"  # the sweep runs it once too
+    assert not create_attack({"name": "autocast"}).minimum_norm and not create_attack("pgd").minimum_norm
 
 
 def test_invalid_options_are_refused():
@@ -310,3 +313,41 @@ def test_the_sweep_counts_only_points_that_are_adversarial_and_inside_the_ball(t
         liar = fmn("l2", eps=0.5)
         liar.perturb = lambda model, x, y, returned=returned, liar=liar: (liar.last_info.update(claim), returned)[1]
         assert torch.equal(minimum_norm_robust(model, liar, x, y, [0.5]), expected)
+
+
+def test_the_epsilon_sweep_callback_takes_l1_and_l2_curves_beyond_eps_1(tmp_path):
+    """RobustnessEvaluation with FMN: L2/L1 budgets above 1 are accepted (L-inf ones are not),
+    an L1-only sweep skips the PGD masking probes (PGD has no L1), and the worst case row
+    is the per-sample AND over the attacks."""
+    import json
+
+    import pytorch_lightning as pl
+
+    from callbacks import RobustnessEvaluation
+    from datamodules import SyntheticDataModule
+    from lightning_modules import AdversarialClassifier
+
+    with pytest.raises(ValueError, match="outside"):
+        RobustnessEvaluation(attacks=[{"name": "fmn", "norm": "l2"}, {"name": "pgd"}], epsilons=[2.0])
+    dm = SyntheticDataModule(batch_size=64, noise=0.3, num_train=256, num_test=64)
+    model = AdversarialClassifier(backbone="mnist_small", num_classes=10, mean=dm.mean, std=dm.std,
+                                  optimizer="adam", lr=1e-3, weight_decay=0.0)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, inference_mode=False)
+    trainer.fit(model, dm)
+    for name, attacks, epsilons in [
+        ("l1.json", [{"name": "fmn", "norm": "l1", "steps": 20}], [2.0, 8.0]),
+        ("l2.json", [{"name": "fmn", "norm": "l2", "steps": 20}, {"name": "pgd", "norm": "l2", "steps": 5}],
+         [0.5, 2.0]),
+    ]:
+        callback = RobustnessEvaluation(attacks=attacks, epsilons=epsilons, num_samples=32, batch_size=16,
+                                        filename=name, check_samples=16)
+        callback.evaluate(trainer, model.eval(), "manual")
+        result = json.loads((tmp_path / name).read_text())["evaluations"][0]
+        rows = {(r["attack"], r["eps"]): r["correct"] for r in result["rows"]}
+        fmn_label = result["attacks"][0]["label"]
+        assert rows[(fmn_label, 0.0)] == result["clean_correct"]
+        assert rows[(fmn_label, epsilons[-1])] < rows[(fmn_label, epsilons[0])] <= result["clean_correct"]
+        for eps in [0.0, *epsilons]:
+            assert rows[("worst_case", eps)] <= min(rows[(a["label"], eps)] for a in result["attacks"])
+        assert ("probe_samples" in result["gradient_masking_checks"]) == (name == "l2.json")
