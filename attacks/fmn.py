@@ -10,6 +10,16 @@ the whole image; default inf, unbounded). As for every minimum-norm attack
 (:mod:`attacks.minimum_norm`), the search ignores eps: the smallest misclassified point
 found is returned if its norm is <= eps and ``x`` otherwise, and ``last_info`` holds
 ``success`` and ``<norm>_norm`` per sample. The attack is deterministic (it starts at x).
+
+One departure from the paper, on by default (``feasible_gradient``): the gradient drops
+the pixels that sit on the [0, 1] bound and would be pushed past it. The paper and
+adv-lib use the raw gradient; its infeasible part shrinks the linear estimate of the
+distance to the boundary and the useful part of each step, and on images with many
+saturated pixels (MNIST) the search stalls short of the boundary. On a PGD-AT MNIST
+model (200 images, 1000 steps, benchmarks/fmn_vs_adv_lib.py) FMN-L2 found an adversarial
+for 90.0% of the images with the raw gradient (adv-lib: 91.0%) and 99.5% with the
+feasible one, median L2 2.23 instead of 2.40; L1: 83.5% (adv-lib: 83.5%) -> 98.5%.
+``feasible_gradient: false`` is the paper's algorithm, which matches adv-lib's output.
 """
 from __future__ import annotations
 
