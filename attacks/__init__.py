@@ -7,6 +7,7 @@ from attacks.apgd import APGD, APGDTargeted
 from attacks.autoattack import AutoAttack
 from attacks.base import Attack, as_float
 from attacks.bpda import BPDA
+from attacks.fmn import FMN
 from attacks.wrapper import WrappedAttack
 from attacks.lbfgs import LBFGS
 from attacks.minimum_norm import CarliniWagnerL2, DeepFool
@@ -18,7 +19,7 @@ from attacks.targeted import FGSMTargeted, L2IterativeTargeted
 from attacks.registry import attack_options, available_attacks, create_attack, register_attack
 
 __all__ = [
-    "APGD", "APGDTargeted", "AutoAttack", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FGSMTargeted", "L2IterativeTargeted",
+    "APGD", "APGDTargeted", "AutoAttack", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted", "L2IterativeTargeted",
     "LBFGS", "SquareAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",

@@ -39,6 +39,7 @@ class Attack:
 
     name = "attack"
     black_box = False  # True for score-based attacks that use no gradients (Square)
+    minimum_norm = False  # True when one run at the largest eps gives the result at every smaller eps
 
     def __init__(self, eps: float, norm: str = "linf", bn_mode: str = "eval", seed: int | None = None):
         self.eps = as_float(eps)

@@ -1,21 +1,24 @@
-"""Minimum-norm L2 attacks: the smallest perturbation that changes the prediction.
+"""Minimum-norm attacks: the smallest perturbation that changes the prediction.
 
 Unlike PGD, which maximises the loss inside a fixed ball, these attacks search for
 the adversarial point nearest to ``x`` and report its distance, so one run gives a
-per-sample robustness radius:
+per-sample robustness radius, and with it the robust accuracy at every eps of a
+sweep (``minimum_norm = True``: callbacks.sweep runs such an attack once per batch):
 
 - Carlini & Wagner (2017), "Towards Evaluating the Robustness of Neural Networks",
   IEEE S&P, the L2 attack (:class:`CarliniWagnerL2`, registered as ``cw_l2``).
 - Moosavi-Dezfooli, Fawzi & Frossard (2016), "DeepFool: a simple and accurate method
   to fool deep neural networks", CVPR, multi-class L2 (:class:`DeepFool`,
   registered as ``deepfool``).
+- FMN, Pintor et al. (2021), L-inf, L2 and L1: :mod:`attacks.fmn` (``fmn``).
 
-Threat model (both): white box, untargeted, L2. Images are [0, 1] pixels and ``eps``
-is an L2 radius in the same units (the whole image); the default ``eps = inf`` is
-unbounded. The output is, per sample, the smallest-norm misclassified point the
-search found if its norm is <= eps, and ``x`` itself otherwise (failure within the
-budget); it always lies in [0, 1]. The search itself ignores eps, so a finite budget
-only decides which of the found points are returned. Neither attack uses randomness.
+Threat model (all): white box, untargeted, in the attack's norm (L2 for CW and
+DeepFool). Images are [0, 1] pixels and ``eps`` is a radius of that norm in the same
+units (L2, L1: the whole image); the default ``eps = inf`` is unbounded. The output
+is, per sample, the smallest-norm misclassified point the search found if its norm
+is <= eps, and ``x`` itself otherwise (failure within the budget); it always lies in
+[0, 1]. The search itself ignores eps, so a finite budget only decides which of the
+found points are returned. None of them uses randomness.
 
 With ``bn_mode="train"`` BatchNorm couples the samples of a batch through its batch
 statistics, so the per-sample gradients (of losses summed over the batch) pick up
@@ -25,8 +28,9 @@ cross-sample terms; the papers assume a per-sample classifier (``bn_mode="eval"`
 
 - ``success`` (bool): the returned point is misclassified and within the budget;
   a point the model already misclassifies counts, with norm 0.
-- ``l2_norm`` (float): ||x_adv - x||_2 of the minimum perturbation found, whether
-  or not it fits the budget; ``inf`` where none was found.
+- ``<norm>_norm`` (float; ``l2_norm``, ``linf_norm``, ``l1_norm``): the norm of
+  x_adv - x of the minimum perturbation found, whether or not it fits the budget;
+  ``inf`` where none was found.
 """
 from __future__ import annotations
 
@@ -36,13 +40,13 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import l2_norms, per_sample
+from attacks.norms import MEASURE_BALLS, l2_norms, make_ball, per_sample
 from attacks.registry import register_attack
 
 _TINY = 1e-12
 
 
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """max_{i != y} Z_i - Z_y per sample (float32): > 0 exactly when the model is fooled."""
     logits = logits.float()
     z_y = logits.gather(1, y[:, None]).squeeze(1)
@@ -50,11 +54,18 @@ def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.amax(1) - z_y
 
 
-class _MinimumNormL2(Attack):
-    """Shared frame: L2 threat model, eps default inf, budget check and last_info."""
+class MinimumNormAttack(Attack):
+    """Shared frame: threat model in ``norm``, eps default inf, budget check and last_info."""
 
-    def __init__(self, eps: float, bn_mode: str, seed: int | None):
-        super().__init__(eps, norm="l2", bn_mode=bn_mode, seed=seed)
+    minimum_norm = True
+
+    def __init__(self, eps: float, norm: str, bn_mode: str, seed: int | None):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode, seed=seed)
+        make_ball(norm, self.eps, kinds=MEASURE_BALLS)  # fail early on an unknown norm
+
+    def _check_eps(self) -> None:
+        if self.eps != math.inf:  # inf: unbounded, in any norm
+            super()._check_eps()
 
     def _finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 best_adv: torch.Tensor, best_norm: torch.Tensor) -> torch.Tensor:
@@ -72,9 +83,16 @@ class _MinimumNormL2(Attack):
         lost = within & ~fooled
         success = within & fooled
         x_out = torch.where(per_sample(success, x), x_out, x)
-        l2_norm = torch.where(lost, torch.full_like(best_norm, math.inf), best_norm)
-        self.last_info = {"success": success, "l2_norm": l2_norm}
+        found_norm = torch.where(lost, torch.full_like(best_norm, math.inf), best_norm)
+        self.last_info = {"success": success, f"{self.norm}_norm": found_norm}
         return x_out.detach()
+
+
+class _MinimumNormL2(MinimumNormAttack):
+    """CW-L2 and DeepFool: the L2 threat model."""
+
+    def __init__(self, eps: float, bn_mode: str, seed: int | None):
+        super().__init__(eps, norm="l2", bn_mode=bn_mode, seed=seed)
 
 
 @register_attack("cw_l2")
@@ -124,7 +142,7 @@ class CarliniWagnerL2(_MinimumNormL2):
                              f"(got {lr}, {initial_const}, {confidence})")
 
     def _fooled(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (logits.argmax(1) != y) & (_margin(logits, y) >= self.confidence)
+        return (logits.argmax(1) != y) & (logit_margin(logits, y) >= self.confidence)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -150,7 +168,7 @@ class CarliniWagnerL2(_MinimumNormL2):
                 x_adv = (torch.tanh(w) + 1) / 2
                 logits = model(x_adv).float()
                 dist_sq = (x_adv - x).flatten(1).float().pow(2).sum(1)
-                hinge = (-_margin(logits, y)).clamp(min=-self.confidence)
+                hinge = (-logit_margin(logits, y)).clamp(min=-self.confidence)
                 loss = (dist_sq + const * hinge).sum()
                 (grad,) = torch.autograd.grad(loss, w)
                 with torch.no_grad():

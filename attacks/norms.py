@@ -2,7 +2,11 @@
 
 A ball knows how to draw a random start inside itself, take a steepest-ascent step
 for its norm, and project a perturbation back onto itself. Images are [0, 1] pixels;
-``eps`` is the ball's radius in the same units (L-inf: per pixel, L2: whole image).
+``eps`` is the ball's radius in the same units (L-inf: per pixel, L2 and L1: whole
+image); it may also be a per-sample tensor shaped like ``per_sample(eps, x)``.
+``dual_norm`` measures a gradient in the dual norm (the linearised distance to a
+boundary is |margin| / dual_norm(grad)). The L1 ball only measures and projects
+(no random start or steepest step): it serves minimum-norm attacks (FMN).
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class LinfBall:
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.flatten(1).abs().amax(dim=1)
 
+    @staticmethod
+    def dual_norm(grad: torch.Tensor) -> torch.Tensor:
+        return grad.flatten(1).abs().sum(dim=1)
+
     def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
         """The point of ball(x) and [0, 1] nearest ``x_new``: a clamp per pixel."""
         return torch.min(torch.max(x_new, x - self.eps), x + self.eps).clamp_(0, 1)
@@ -75,16 +83,62 @@ class L2Ball:
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
         return l2_norms(delta)
 
+    @staticmethod
+    def dual_norm(grad: torch.Tensor) -> torch.Tensor:
+        return l2_norms(grad)
+
     def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
         """Project onto ball(x), then clip to [0, 1] (clipping never leaves the ball)."""
         return (x + self.project(x_new - x)).clamp_(0, 1)
 
 
-BALLS = {"linf": LinfBall, "l2": L2Ball}
+class L1Ball:
+    """L1 ball: Euclidean projection by Duchi et al. (2008), "Efficient Projections onto the
+    l1-Ball for Learning in High Dimensions", ICML (sort-based, O(d log d) per sample)."""
+
+    name = "l1"
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).abs().sum(dim=1)
+
+    @staticmethod
+    def dual_norm(grad: torch.Tensor) -> torch.Tensor:
+        return grad.flatten(1).abs().amax(dim=1)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """The nearest point (in L2) of the ball: soft-threshold |delta| by the theta that
+        brings its L1 norm down to eps; samples already inside are left as they are."""
+        flat = delta.flatten(1)
+        n, d = flat.shape
+        radius = torch.as_tensor(self.eps, dtype=flat.dtype, device=flat.device).flatten()
+        radius = radius.expand(n) if radius.numel() == 1 else radius
+        magnitude = flat.abs()
+        outside = magnitude.sum(dim=1) > radius
+        if not outside.any():
+            return delta
+        mu = magnitude.sort(dim=1, descending=True).values
+        cumsum = mu.cumsum(dim=1)
+        k = torch.arange(1, d + 1, device=flat.device, dtype=flat.dtype)
+        # rho: the number of entries left non-zero, the largest k with mu_k > (sum_{i<=k} mu_i - eps) / k
+        rho = ((mu * k > cumsum - radius[:, None]) * k).amax(dim=1).clamp_min(1)
+        theta = (cumsum.gather(1, rho.long()[:, None] - 1).squeeze(1) - radius) / rho
+        shrunk = (magnitude - theta[:, None]).clamp_min(0) * flat.sign()
+        return torch.where(outside[:, None], shrunk, flat).view_as(delta)
+
+    def project_around(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Project onto ball(x), then clip to [0, 1] (clipping only shrinks |delta|)."""
+        return (x + self.project(x_new - x)).clamp_(0, 1)
 
 
-def make_ball(norm: str, eps: float):
+BALLS = {"linf": LinfBall, "l2": L2Ball}  # balls with a random start and a steepest step (PGD, APGD, ...)
+MEASURE_BALLS = {**BALLS, "l1": L1Ball}  # norm, dual norm and projection only (minimum-norm attacks)
+
+
+def make_ball(norm: str, eps, kinds: dict = BALLS):
     try:
-        return BALLS[norm](eps)
+        return kinds[norm](eps)
     except KeyError:
-        raise ValueError(f"unknown norm {norm!r}; valid norms: {sorted(BALLS)}") from None
+        raise ValueError(f"unknown norm {norm!r}; valid norms: {sorted(kinds)}") from None

@@ -45,6 +45,11 @@ class WrappedAttack(Attack):
         self.inner.eps = as_float(value)
 
     @property
+    def minimum_norm(self) -> bool:
+        """A wrapped minimum-norm attack still gives every smaller eps from one run."""
+        return self.inner.minimum_norm
+
+    @property
     def label(self) -> str:
         """Short name for reports, e.g. ``bpda(pgd)``."""
         return f"{self.name}({self.inner.name})"

@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
 from attacks import as_float, attack_mode, create_attack
+from attacks.norms import BALLS
 from callbacks.batch_cache import BatchCache
 from callbacks.evaluation import EvaluationCallback
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
@@ -69,17 +70,21 @@ class RobustnessEvaluation(EvaluationCallback):
         check_samples: int = 200,
     ):
         self.attacks = [{"name": a} if isinstance(a, str) else dict(a) for a in attacks]
-        for spec in self.attacks:
-            create_attack({**spec, "eps": 0.0})  # unknown names/options fail now, not after training
+        # unknown names/options fail now, not after training; L2 and L1 budgets may exceed 1
+        norms = [create_attack({**spec, "eps": 0.0}).norm for spec in self.attacks]
+        limit = 1.0 if "linf" in norms or not norms else float("inf")
         self.epsilons = sorted({0.0, *(as_float(e) for e in epsilons)})
         for eps in self.epsilons:
-            if not 0.0 <= eps <= 1.0:
-                raise ValueError(f"epsilon {eps} is outside [0, 1]; epsilons are in [0, 1] pixel units (write 8/255)")
+            if not 0.0 <= eps <= limit:
+                raise ValueError(f"epsilon {eps} is outside [0, 1]; epsilons are in [0, 1] pixel units (write 8/255); "
+                                 "only sweeps of L2 or L1 attacks alone take eps > 1")
         super().__init__(split, num_samples, batch_size, run_on, seed, filename)
         self.every_n_epochs = every_n_epochs
         self.cache_dir = cache_dir
         self.masking_checks, self.check_samples = masking_checks, check_samples
-        self.probe_norm = create_attack({**self.attacks[0], "eps": 0.0}).norm if self.attacks else "linf"
+        # the PGD probes need a norm PGD has (not L1): the first such attack's, none for an L1-only sweep
+        probe_norms = [n for n in norms if n in BALLS]
+        self.probe_norm = probe_norms[0] if probe_norms else (None if self.attacks else "linf")
 
     def on_validation_end(self, trainer, pl_module):
         if ("validation_epoch" in self.run_on and not trainer.sanity_checking and trainer.state.fn == "fit"
@@ -135,7 +140,7 @@ class RobustnessEvaluation(EvaluationCallback):
         counts[layout["robust"]] = torch.cat([sweep.robust, worst]).sum(dim=2).flatten()
         counts[layout["black_box_only"]] = sweep.black_box_only.sum(dim=1)
         probe_eps = max(self.epsilons)
-        if self.masking_checks and probe_eps > 0 and batch_index * self.batch_size < self.check_samples:
+        if self.masking_checks and self.probe_norm and probe_eps > 0 and batch_index * self.batch_size < self.check_samples:
             probe = masking_probe(pl_module, x, y, self.probe_norm, probe_eps, self.seed + batch_index)
             counts[layout["probes"]] = torch.cat([torch.tensor([y.numel()], device=y.device), probe])
         return counts

@@ -25,6 +25,8 @@ def with_boundary_pixels(x: torch.Tensor) -> torch.Tensor:
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     delta = (x_adv - x).flatten(1)
+    if norm == "l1":
+        return delta.abs().sum(1)
     return delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
 
 
