@@ -1,10 +1,11 @@
 """Callbacks: epsilon-sweep robustness evaluation, the transfer attack it can run, post-train evaluation,
-the blur report's perturbation score."""
+the blur report's perturbation score, an image gallery, run provenance."""
+from callbacks.gallery import ImageGallery
 from callbacks.post_train import PostTrainEvaluation
 from callbacks.perturbation_score import PerturbationScore, perturbation_score
 from callbacks.robustness import RobustnessEvaluation
 from callbacks.run_dir import run_directory
 from callbacks.transfer import TransferAttack
 
-__all__ = ["PerturbationScore", "PostTrainEvaluation", "RobustnessEvaluation", "TransferAttack", "perturbation_score",
+__all__ = ["ImageGallery", "PerturbationScore", "PostTrainEvaluation", "RobustnessEvaluation", "TransferAttack", "perturbation_score",
            "run_directory"]

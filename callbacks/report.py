@@ -7,6 +7,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from callbacks.summary import summary_metrics
 from datamodules.disk_cache import write_atomically
 
 
@@ -94,9 +95,7 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
                                    title="robust accuracy vs eps", xname="eps")
     logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
                            f"{prefix}/clean_accuracy": result["clean_accuracy"]})
-    for row in result["rows"]:
-        if row["attack"] == "worst_case":
-            logger.experiment.summary[f"{prefix}/worst_case/eps_{row['eps']:.4g}"] = row["accuracy"]
+    logger.experiment.summary.update(summary_metrics(result))
 
 
 def format_table(result: dict[str, Any]) -> str:
