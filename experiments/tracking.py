@@ -1,7 +1,8 @@
-"""Weights & Biases defaults: offline without credentials, runs grouped and tagged.
+"""Weights & Biases defaults: offline without credentials, runs grouped, named and tagged.
 
-Runs are grouped by dataset and tagged by training objective and attack, so the W&B
-UI can compare defences. Without credentials (no WANDB_API_KEY, no netrc entry, no
+Runs are grouped by experiment, typed by subcommand and named readably
+(experiments/wandb_runs.py), and tagged by dataset, training objective and attack, so the
+W&B UI can compare defences. Without credentials (no WANDB_API_KEY, no netrc entry, no
 WANDB_MODE) the logger runs offline and says how to sync the run afterwards.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import netrc
 import os
 from pathlib import Path
 from typing import Any
+
+from experiments.wandb_runs import wandb_run_settings
 
 
 def has_wandb_credentials() -> bool:
@@ -44,8 +47,8 @@ def run_labels(config: Any) -> tuple[str, list[str]]:
     return dataset, tags
 
 
-def configure_wandb_logger(config: Any) -> bool:
-    """Fill in group, tags and offline mode of a WandbLogger in ``config``; True if offline."""
+def configure_wandb_logger(config: Any, subcommand: str | None = None) -> bool:
+    """Fill in group, job type, name, tags and offline mode of a WandbLogger in ``config``; True if offline."""
     trainer = _get(config, "trainer")
     loggers = _get(trainer, "logger")
     loggers = loggers if isinstance(loggers, list) else [loggers]
@@ -53,12 +56,14 @@ def configure_wandb_logger(config: Any) -> bool:
     for logger in loggers:
         if str(_get(logger, "class_path", "")).rsplit(".", 1)[-1] != "WandbLogger":
             continue
-        group, tags = run_labels(config)
+        _, tags = run_labels(config)
         kwargs = _get(logger, "dict_kwargs") or {}
-        kwargs.setdefault("group", group)
         kwargs.setdefault("tags", tags)
         logger["dict_kwargs"] = kwargs
         init_args = _get(logger, "init_args")
+        for key, value in wandb_run_settings(config, subcommand).items():
+            if _get(init_args, key) is None and key not in kwargs:  # explicit settings win
+                init_args[key] = value
         if not has_wandb_credentials() and not _get(init_args, "offline", False):
             init_args["offline"] = True
         offline = offline or bool(_get(init_args, "offline", False))
