@@ -46,8 +46,9 @@ class RunTracker(Callback):
 
 def current_run(trainer: "pl.Trainer") -> dict[str, Any]:
     """The run this trainer logs to: id, W&B path, group, name, job type, run folder, seed. Rank zero."""
-    run: dict[str, Any] = {"id": None, "wandb_path": None, "group": None, "name": None, "job_type": None,
-                           "log_model": False, "run_dir": str(run_directory(trainer).resolve()),
+    folder = run_directory(trainer).resolve()
+    run: dict[str, Any] = {"id": folder.name if trainer.logger is not None else None, "wandb_path": None,
+                           "group": None, "name": None, "job_type": None, "log_model": False, "run_dir": str(folder),
                            "seed": _global_seed()}
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
@@ -56,9 +57,6 @@ def current_run(trainer: "pl.Trainer") -> dict[str, Any]:
                        job_type=exp.job_type or None, log_model=bool(getattr(logger, "_log_model", False)),
                        offline=bool(getattr(exp, "offline", False)))
             break
-    else:
-        if trainer.logger is not None:
-            run["id"] = str(trainer.logger.version)
     return run
 
 
