@@ -94,7 +94,8 @@ def main(args=None) -> None:
         trainer_defaults={"callbacks": [RunTracker()]},  # run identity in checkpoints, lr logged
         parser_kwargs={
             "description": "advtrain: adversarial training and robustness evaluation (PyTorch Lightning). "
-                           "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml",
+                           "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml. "
+                           "Leaderboard of many runs: advtrain compare --help",
             **{cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
         },
         args=args,

@@ -267,7 +267,8 @@ document.querySelectorAll('table.lb').forEach(function (t) {
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
-table.lb { border-collapse: collapse; margin-bottom: 28px; font-size: 13px; }
+div.wrap { overflow-x: auto; margin-bottom: 28px; }
+table.lb { border-collapse: collapse; font-size: 13px; white-space: nowrap; }
 table.lb th, table.lb td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 table.lb td.text, table.lb th { text-align: left; }
 table.lb th { background: #f0f3f7; cursor: pointer; user-select: none; white-space: nowrap; }
@@ -286,7 +287,7 @@ def write_html(groups: dict[tuple, list[Entry]], png: Path, path: Path) -> None:
              "split, norm and eps grid. Click a column header to sort.</p>"]
     for group, entries in groups.items():
         header, rows = table(entries)
-        parts.append(f"<h2>{html.escape(group_title(group))}</h2><table class='lb'><thead><tr>")
+        parts.append(f"<h2>{html.escape(group_title(group))}</h2><div class='wrap'><table class='lb'><thead><tr>")
         parts += [f"<th>{html.escape(h)}</th>" for h in header]
         parts.append("</tr></thead><tbody>")
         for row in rows:
@@ -297,7 +298,7 @@ def write_html(groups: dict[tuple, list[Entry]], png: Path, path: Path) -> None:
                 cells.append(f"<td class='{css}' data-v='{html.escape(sort_value, quote=True)}'>"
                              f"{html.escape(_cell(value, h))}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
     data = base64.b64encode(png.read_bytes()).decode()
     parts += ["<h2>Worst-case robust accuracy vs eps</h2>",
               f"<img class='plot' alt='robustness vs eps' src='data:image/png;base64,{data}'>",
