@@ -7,7 +7,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from callbacks.summary import summary_metrics
+from callbacks.summary import attack_keys, summary_metrics
 from datamodules.disk_cache import write_atomically
 
 
@@ -91,7 +91,8 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
     table = wandb.Table(columns=columns, data=[[r["attack"], r["eps"], r["accuracy"], r["correct"], r["total"]]
                                                for r in result["rows"]])
     attacks, eps, acc = accuracy_grid(result)
-    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=attacks,
+    short = attack_keys(result)
+    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=[short[a] for a in attacks],
                                    title="robust accuracy vs eps", xname="eps")
     logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
                            f"{prefix}/clean_accuracy": result["clean_accuracy"]})

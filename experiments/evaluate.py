@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 from callbacks import PostTrainEvaluation, RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
+from callbacks.summary import transfer_metrics
 from lightning_modules import AdversarialClassifier
 from lightning_modules.external import ExternalClassifier
 
@@ -123,4 +124,7 @@ class AdvTrainer(pl.Trainer):
                    "provenance": {"per_target": targets}}
         if self.is_global_zero:
             append_json(run_directory(self) / "transfer_matrix.json", summary)
+            for logger in self.loggers:  # one key per (source, target, eps), short run labels
+                logger.log_metrics(transfer_metrics(summary), step=self.global_step)
+                logger.save()  # the test loops above have finalized the loggers already
         return summary

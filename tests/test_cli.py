@@ -131,6 +131,7 @@ def test_ddp_two_processes_counts_equal_one_process(tmp_path):
               tmp_path)
     (fit_result,) = evaluations(fit_root)
     assert fit_result["world_size"] == 2 and fit_result["num_samples"] == 100
+    assert len(fit_result["provenance"]["devices"]) == 2, "every process's device is recorded"
     ckpt = next(fit_root.rglob("*.ckpt"))
     counts = {}
     # one process through `advtrain test` (the callback), two through `advtrain evaluate`
