@@ -7,5 +7,6 @@ from callbacks.robustness import RobustnessEvaluation
 from callbacks.run_dir import run_directory
 from callbacks.transfer import TransferAttack
 
-__all__ = ["ImageGallery", "PerturbationScore", "PostTrainEvaluation", "RobustnessEvaluation", "TransferAttack", "perturbation_score",
+__all__ = ["ImageGallery", "PerturbationScore", "PostTrainEvaluation", "RobustnessEvaluation", "TransferAttack",
+           "perturbation_score",
            "run_directory"]

@@ -92,8 +92,8 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
                                                for r in result["rows"]])
     attacks, eps, acc = accuracy_grid(result)
     short = attack_keys(result)
-    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=[short[a] for a in attacks],
-                                   title="robust accuracy vs eps", xname="eps")
+    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks],
+                                   keys=[short[a] for a in attacks], title="robust accuracy vs eps", xname="eps")
     logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
                            f"{prefix}/clean_accuracy": result["clean_accuracy"]})
     logger.experiment.summary.update(summary_metrics(result))

@@ -197,7 +197,8 @@ class RobustnessEvaluation(EvaluationCallback):
     def _report(self, trainer, result: dict[str, Any]) -> None:
         path = run_directory(trainer) / self.filename
         append_json(path, result)
-        curve = robustness_curve(result, path.with_name(f"{path.stem}_{result['stage']}_step{result['global_step']}.png"))
+        curve = robustness_curve(
+            result, path.with_name(f"{path.stem}_{result['stage']}_step{result['global_step']}.png"))
         log_to_loggers(trainer.loggers, result, trainer.global_step)
         rank_zero_info(format_table(result) + f"\nwritten to {path} (curve: {curve.name})")
         for warning in result["warnings"]:

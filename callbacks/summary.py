@@ -7,7 +7,8 @@
 ``<attack>`` is the attack's name plus its step count (``pgd40``, ``apgd_ce100``, ``fgsm``),
 ``_l2`` for the L2 norm, wrappers as ``bpda_pgd40``, transfer attacks as
 ``transfer_<source run>_<attack>``; two specs that would share a key get ``_2``, ``_3``.
-Results without attack specs (post-train's ``base`` and ``post_train`` rows) also get eps 0. ``<eps>`` is printed with 4 significant digits (8/255 -> 0.03137). Results
+Results without attack specs (post-train's ``base`` and ``post_train`` rows) also get eps 0.
+``<eps>`` is printed with 4 significant digits (8/255 -> 0.03137). Results
 on another split than ``test`` get the split as a prefix (``val/clean``).
 """
 from __future__ import annotations

@@ -99,7 +99,8 @@ def entry_from_result(result: dict[str, Any], path: Path) -> Optional[Entry]:
     dataset = str(result.get("data", {}).get("dataset", "?")).replace("DataModule", "")
     step = prov.get("checkpoint", {}).get("global_step", result.get("global_step"))
     identity = prov.get("checkpoint", {}).get("fingerprint") or f"{path.parent}@{step}"
-    common = dict(run=run, dataset=dataset, backbone=str(model.get("backbone", "")), objective=str(model.get("objective", "")),
+    common = dict(run=run, dataset=dataset, backbone=str(model.get("backbone", "")),
+                  objective=str(model.get("objective", "")),
                   n=result.get("num_samples"), date=_date(result, path), step=step, source=str(path))
     if result.get("evaluation") == "non-adaptive":  # post-train: the defended model's numbers
         eps = float(result["attack"]["eps"])
@@ -150,7 +151,8 @@ def entries_from_wandb(project: str) -> list[Entry]:
         dataset = str(data.get("class", "?")).replace("DataModule", "")
         norm = "l2" if any(k.endswith("_l2") for k, _ in acc) else "linf"
         entries.append(Entry(group=(dataset, "test", norm, tuple(sorted({e for _, e in acc}))), identity=str(run.id),
-                             run=run.name, defence=_defence(model), dataset=dataset, backbone=str(model.get("backbone", "")),
+                             run=run.name, defence=_defence(model), dataset=dataset,
+                             backbone=str(model.get("backbone", "")),
                              objective=str(model.get("objective", "")), clean=float(summary["clean"]), acc=acc,
                              date=str(run.created_at)[:16].replace("T", " "), source=run.url))
     return entries

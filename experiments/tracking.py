@@ -31,7 +31,7 @@ def _get(ns: Any, key: str, default=None):
 
 
 def run_labels(config: Any) -> tuple[str, list[str]]:
-    """(group, tags) for a run: group = dataset class, tags = objective and attacks."""
+    """(dataset, tags) of a run: tags = objective, dataset, backbone, attack, eps, preprocessing."""
     data = _get(config, "data")
     dataset = str(_get(data, "class_path", "data")).rsplit(".", 1)[-1].replace("DataModule", "")
     model = _get(config, "model")

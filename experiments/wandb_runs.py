@@ -47,7 +47,8 @@ def _nest(value: Any) -> Any:
     (or of ``{name: ...}`` specs) -> a dict keyed by class or name, so every setting has its own key."""
     if isinstance(value, dict):
         if "class_path" in value:
-            return {"class": _short(value["class_path"]), **{k: _nest(v) for k, v in (value.get("init_args") or {}).items()},
+            init_args = value.get("init_args") or {}
+            return {"class": _short(value["class_path"]), **{k: _nest(v) for k, v in init_args.items()},
                     **{k: _nest(v) for k, v in (value.get("dict_kwargs") or {}).items()}}
         return {k: _nest(v) for k, v in value.items()}
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
