@@ -122,6 +122,14 @@ def test_every_result_file_has_provenance(runs, tmp_path):
         assert prov["checkpoint"]["path"] == str(ckpt.resolve()) and prov["checkpoint"]["fingerprint"] == fingerprint
         assert prov["checkpoint"]["global_step"] == 4 and prov["training_run"]["id"] == ckpt.parents[1].name
         assert prov["data"]["split"] == "test" and prov["world_size"] == 1
+    # compare lists the post-train defence as non-adaptive, with its defended numbers
+    main(["compare", str(tmp_path), "--out", str(tmp_path / "board")])
+    with (tmp_path / "board" / "leaderboard.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    (result,) = json.loads(next(tmp_path.rglob("post_train.json")).read_text())["evaluations"]
+    assert row["evaluation"] == "non-adaptive" and row["defence"] == "clean + post-train"
+    assert float(row["worst @0.1"]) == pytest.approx(result["robust_accuracy_post_train"])
+    assert float(row["clean"]) == pytest.approx(result["clean_accuracy_post_train"])
 
 
 @pytest.mark.slow
