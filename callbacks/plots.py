@@ -27,10 +27,10 @@ def save_png(figure: Figure, path: Path) -> Path:
     return target
 
 
-def plot_curves(ax, curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str) -> None:
-    """One accuracy-vs-eps line per (label, eps, accuracy) on ``ax``."""
-    for label, eps, acc in curves:
-        ax.plot(eps, acc, marker="o", label=label)
+def plot_curves(ax, curves: Sequence[tuple], title: str) -> None:
+    """One accuracy-vs-eps line per (label, eps, accuracy[, matplotlib style dict]) on ``ax``."""
+    for label, eps, acc, *style in curves:
+        ax.plot(eps, acc, **{"marker": "o", "label": label, **(style[0] if style else {})})
     ax.set_xlabel("eps (pixel units, [0, 1] images)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -46,7 +46,8 @@ def robustness_curve(result: Mapping[str, Any], path: Path) -> Path:
     by_attack: dict[str, list[tuple[float, float]]] = {}
     for row in result["rows"]:
         by_attack.setdefault(row["attack"], []).append((row["eps"], row["accuracy"]))
-    curves = [(keys[a], *zip(*sorted(points))) for a, points in by_attack.items()]
+    worst = {"color": "black", "linestyle": "--", "marker": "x"}  # drawn over the attack it equals
+    curves = [(keys[a], *zip(*sorted(points)), worst if a == "worst_case" else {}) for a, points in by_attack.items()]
     figure = new_figure(6, 4)
     data = result.get("data", {})
     plot_curves(figure.add_subplot(), curves,
