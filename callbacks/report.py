@@ -72,9 +72,10 @@ def accuracy_grid(result: dict[str, Any]) -> tuple[list[str], list[float], dict[
 
 
 def log_to_loggers(loggers: list[Logger], result: dict[str, Any], step: int) -> None:
-    """W&B: a table and a robust-accuracy-vs-eps chart; every other logger: scalars."""
+    """W&B: a table, a robust-accuracy-vs-eps chart and the short summary keys; every other logger:
+    scalars, the short keys (callbacks.summary) included."""
     prefix = f"robustness/{result['split']}"
-    scalars = {f"{prefix}/clean_accuracy": result["clean_accuracy"]}
+    scalars = {f"{prefix}/clean_accuracy": result["clean_accuracy"], **summary_metrics(result)}
     for row in result["rows"]:
         scalars[f"{prefix}/{row['attack']}/eps_{row['eps']:.4g}"] = row["accuracy"]
     for logger in loggers:
