@@ -20,6 +20,7 @@ import csv
 import glob
 import html
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,9 @@ def result_files(paths: Iterable[str]) -> list[Path]:
     """Result files under the given run folders, result files or glob patterns."""
     files: list[Path] = []
     for pattern in paths:
-        matches = sorted(glob.glob(pattern, recursive=True)) or [pattern]
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            print(f"advtrain compare: {pattern} matches nothing; skipped", file=sys.stderr)
         for match in map(Path, matches):
             if match.is_file():
                 files.append(match)
