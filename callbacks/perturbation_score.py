@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from attacks import attack_mode, create_attack
 from callbacks.evaluation import EvaluationCallback
+from callbacks.provenance import provenance
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 
@@ -123,6 +124,7 @@ class PerturbationScore(EvaluationCallback):
                       if k in hparams},
             "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
             "seconds": round(time.time() - started, 2),
+            "provenance": provenance(trainer, pl_module, started, self),
         }
         self.results.append(result)
         if trainer.is_global_zero:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from attacks import attack_mode, create_attack
 from callbacks.evaluation import EvaluationCallback
+from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers
 from callbacks.run_dir import run_directory
 from datamodules.splits import labels_of
@@ -118,6 +119,7 @@ class PostTrainEvaluation(EvaluationCallback):
             pairs = trainer.strategy.reduce(pairs, reduce_op="sum")
             work = trainer.strategy.reduce(work, reduce_op="sum")
         result = self._result(trainer, pl_module, stage, counts.tolist(), pairs, work.tolist(), time.time() - started)
+        result["provenance"] = provenance(trainer, pl_module, started, self)
         self.results.append(result)
         if trainer.is_global_zero:
             self._report(trainer, result)

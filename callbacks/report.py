@@ -7,6 +7,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from callbacks.summary import attack_keys, summary_metrics
 from datamodules.disk_cache import write_atomically
 
 
@@ -71,9 +72,10 @@ def accuracy_grid(result: dict[str, Any]) -> tuple[list[str], list[float], dict[
 
 
 def log_to_loggers(loggers: list[Logger], result: dict[str, Any], step: int) -> None:
-    """W&B: a table and a robust-accuracy-vs-eps chart; every other logger: scalars."""
+    """W&B: a table, a robust-accuracy-vs-eps chart and the short summary keys; every other logger:
+    scalars, the short keys (callbacks.summary) included."""
     prefix = f"robustness/{result['split']}"
-    scalars = {f"{prefix}/clean_accuracy": result["clean_accuracy"]}
+    scalars = {f"{prefix}/clean_accuracy": result["clean_accuracy"], **summary_metrics(result)}
     for row in result["rows"]:
         scalars[f"{prefix}/{row['attack']}/eps_{row['eps']:.4g}"] = row["accuracy"]
     for logger in loggers:
@@ -90,13 +92,12 @@ def _log_wandb(logger: WandbLogger, result: dict[str, Any], prefix: str) -> None
     table = wandb.Table(columns=columns, data=[[r["attack"], r["eps"], r["accuracy"], r["correct"], r["total"]]
                                                for r in result["rows"]])
     attacks, eps, acc = accuracy_grid(result)
-    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks], keys=attacks,
-                                   title="robust accuracy vs eps", xname="eps")
+    short = attack_keys(result)
+    chart = wandb.plot.line_series(xs=eps, ys=[[acc[(a, e)] for e in eps] for a in attacks],
+                                   keys=[short[a] for a in attacks], title="robust accuracy vs eps", xname="eps")
     logger.experiment.log({f"{prefix}/table": table, f"{prefix}/accuracy_vs_eps": chart,
                            f"{prefix}/clean_accuracy": result["clean_accuracy"]})
-    for row in result["rows"]:
-        if row["attack"] == "worst_case":
-            logger.experiment.summary[f"{prefix}/worst_case/eps_{row['eps']:.4g}"] = row["accuracy"]
+    logger.experiment.summary.update(summary_metrics(result))
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -24,6 +24,8 @@ from attacks import as_float, attack_mode, create_attack
 from attacks.norms import BALLS
 from callbacks.batch_cache import BatchCache
 from callbacks.evaluation import EvaluationCallback
+from callbacks.plots import robustness_curve
+from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
 from callbacks.sweep import masking_probe, sweep_batch
@@ -115,6 +117,10 @@ class RobustnessEvaluation(EvaluationCallback):
         bar.close()
         counts = trainer.strategy.reduce(counts, reduce_op="sum") if world > 1 else counts
         result = self._result(trainer, pl_module, stage, counts.cpu().tolist(), time.time() - started)
+        result["provenance"] = provenance(trainer, pl_module, started, self)
+        if trainer.is_global_zero:  # the evaluated checkpoint's epoch and step (a test loop restores neither)
+            result.update(epoch=result["provenance"]["checkpoint"]["epoch"],
+                          global_step=result["provenance"]["checkpoint"]["global_step"])
         self.results.append(result)
         if trainer.is_global_zero:
             self._report(trainer, result)
@@ -197,8 +203,10 @@ class RobustnessEvaluation(EvaluationCallback):
     def _report(self, trainer, result: dict[str, Any]) -> None:
         path = run_directory(trainer) / self.filename
         append_json(path, result)
+        curve = robustness_curve(
+            result, path.with_name(f"{path.stem}_{result['stage']}_step{result['global_step']}.png"))
         log_to_loggers(trainer.loggers, result, trainer.global_step)
-        rank_zero_info(format_table(result) + f"\nwritten to {path}")
+        rank_zero_info(format_table(result) + f"\nwritten to {path} (curve: {curve.name})")
         for warning in result["warnings"]:
             rank_zero_warn(f"robustness sanity check: {warning}")
 

@@ -1,4 +1,5 @@
-"""``advtrain``: the suite's LightningCLI (fit | validate | test | predict | evaluate).
+"""``advtrain``: the suite's LightningCLI (fit | validate | test | predict | evaluate | transfer_matrix),
+and ``advtrain compare`` (experiments/compare.py: a leaderboard over run folders; no model or data).
 
     advtrain fit --config experiments/mnist_pgd_at.yaml
     advtrain fit --config experiments/mnist_pgd_at.yaml --trainer.devices 4 --trainer.strategy ddp
@@ -9,6 +10,7 @@ Defaults every subcommand shares live in ``experiments/configs/defaults.yaml``
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -17,10 +19,12 @@ from pytorch_lightning.utilities import rank_zero_info
 
 import callbacks  # noqa: F401  (makes RobustnessEvaluation resolvable by short name)
 from callbacks.preemption import Preemption
+from callbacks.provenance import RunTracker
 from callbacks.run_dir import run_directory
 from datamodules import ClassificationDataModule
 from experiments.evaluate import AdvTrainer
 from experiments.tracking import configure_wandb_logger, resolve_last_checkpoint, sync_hint
+from experiments.wandb_runs import declare_model_artifact, nested_config, training_run_of
 from lightning_modules import AdversarialClassifier
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
@@ -40,7 +44,7 @@ class RunConfigSaver(SaveConfigCallback):
             n += 1
         self.parser.save(self.config, path, skip_none=False, multifile=False)
         for logger in trainer.loggers:
-            logger.log_hyperparams({"config": self.parser.dump(self.config, skip_none=False)})
+            logger.log_hyperparams(nested_config(self.config))  # nested: every setting a filterable key
 
 
 class AdvTrainCLI(LightningCLI):
@@ -65,7 +69,15 @@ class AdvTrainCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config, continue_run=self.subcommand == "fit")
-        self._wandb_offline = configure_wandb_logger(config)
+        self._wandb_offline = configure_wandb_logger(config, self.subcommand)
+
+    def before_evaluate(self) -> None:
+        """W&B lineage: the evaluated checkpoint's model artifact, when its training run logged one."""
+        config = self.config[self.subcommand]
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    declare_model_artifact(logger, training_run_of(config), config.get("ckpt_path"))
 
     def _after(self) -> None:
         if getattr(self, "_wandb_offline", False) and self.trainer.is_global_zero:
@@ -77,6 +89,12 @@ class AdvTrainCLI(LightningCLI):
 
 
 def main(args=None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["compare"]:  # needs no model or data: not a LightningCLI subcommand
+        from experiments.compare import main as compare_main
+
+        compare_main(argv[1:])
+        return
     AdvTrainCLI(
         AdversarialClassifier,
         ClassificationDataModule,
@@ -84,13 +102,15 @@ def main(args=None) -> None:
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"save_to_log_dir": False},
+        # always present, not configurable: run identity in checkpoints and lr logged; preemption
+        trainer_defaults={"callbacks": [RunTracker(), Preemption()]},
         parser_kwargs={
             "description": "advtrain: adversarial training and robustness evaluation (PyTorch Lightning). "
-                           "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml",
+                           "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml. "
+                           "Leaderboard of many runs: advtrain compare --help",
             **{cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
         },
         args=args,
-        trainer_defaults={"callbacks": [Preemption()]},  # always present, not configurable
         auto_configure_optimizers=False,
     )
 

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 from callbacks import PostTrainEvaluation, RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
+from callbacks.summary import transfer_metrics
 from lightning_modules import AdversarialClassifier
 from lightning_modules.external import ExternalClassifier
 
@@ -106,17 +107,24 @@ class AdvTrainer(pl.Trainer):
             raise ValueError("transfer_matrix needs --checkpoints with at least two advtrain checkpoints")
         sources = [{"name": "transfer", "source": c, "attack": dict(attack)} for c in checkpoints]
         matrix: dict[str, dict[str, dict[str, float]]] = {s: {} for s in checkpoints}
+        targets: dict[str, dict[str, Any]] = {}
         for target in checkpoints:
             target_model = AdversarialClassifier.load_from_checkpoint(target, map_location="cpu")
-            result = self.evaluate(target_model, datamodule, attacks=sources, epsilons=list(epsilons),
-                                   num_samples=num_samples, batch_size=batch_size, seed=seed, resume=resume)
+            result = self.evaluate(target_model, datamodule, ckpt_path=target, attacks=sources,
+                                   epsilons=list(epsilons), num_samples=num_samples, batch_size=batch_size,
+                                   seed=seed, resume=resume)
+            targets[target] = result.get("provenance", {})
             labels = [a["label"] for a in result["attacks"]]
             for row in result["rows"]:
                 if row["attack"] in labels and row["eps"] > 0:
                     source = checkpoints[labels.index(row["attack"])]
                     matrix[source].setdefault(target, {})[f"{row['eps']:.6g}"] = row["accuracy"]
         summary = {"attack": dict(attack), "epsilons": [str(e) for e in epsilons], "matrix": matrix,
-                   "note": "matrix[source][target][eps]: accuracy of target on examples crafted on source"}
+                   "note": "matrix[source][target][eps]: accuracy of target on examples crafted on source",
+                   "provenance": {"per_target": targets}}
         if self.is_global_zero:
             append_json(run_directory(self) / "transfer_matrix.json", summary)
+            for logger in self.loggers:  # one key per (source, target, eps), short run labels
+                logger.log_metrics(transfer_metrics(summary), step=self.global_step)
+                logger.save()  # the test loops above have finalized the loggers already
         return summary

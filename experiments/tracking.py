@@ -1,7 +1,8 @@
-"""Weights & Biases defaults: offline without credentials, runs grouped and tagged.
+"""Weights & Biases defaults: offline without credentials, runs grouped, named and tagged.
 
-Runs are grouped by dataset and tagged by training objective and attack, so the W&B
-UI can compare defences. Without credentials (no WANDB_API_KEY, no netrc entry, no
+Runs are grouped by experiment, typed by subcommand and named readably
+(experiments/wandb_runs.py), and tagged by dataset, training objective and attack, so the
+W&B UI can compare defences. Without credentials (no WANDB_API_KEY, no netrc entry, no
 WANDB_MODE) the logger runs offline and says how to sync the run afterwards.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_info
+
+from experiments.wandb_runs import wandb_run_settings
 
 
 def has_wandb_credentials() -> bool:
@@ -30,7 +33,7 @@ def _get(ns: Any, key: str, default=None):
 
 
 def run_labels(config: Any) -> tuple[str, list[str]]:
-    """(group, tags) for a run: group = dataset class, tags = objective and attacks."""
+    """(dataset, tags) of a run: tags = objective, dataset, backbone, attack, eps, preprocessing."""
     data = _get(config, "data")
     dataset = str(_get(data, "class_path", "data")).rsplit(".", 1)[-1].replace("DataModule", "")
     model = _get(config, "model")
@@ -46,9 +49,9 @@ def run_labels(config: Any) -> tuple[str, list[str]]:
     return dataset, tags
 
 
-def configure_wandb_logger(config: Any) -> bool:
-    """Fill in group, tags, offline mode and save_dir (``default_root_dir`` unless given) of a
-    WandbLogger in ``config``; True if offline."""
+def configure_wandb_logger(config: Any, subcommand: str | None = None) -> bool:
+    """Fill in group, job type, name, tags, offline mode and save_dir (``default_root_dir`` unless
+    given) of a WandbLogger in ``config``; True if offline."""
     trainer = _get(config, "trainer")
     loggers = _get(trainer, "logger")
     loggers = loggers if isinstance(loggers, list) else [loggers]
@@ -56,14 +59,16 @@ def configure_wandb_logger(config: Any) -> bool:
     for logger in loggers:
         if str(_get(logger, "class_path", "")).rsplit(".", 1)[-1] != "WandbLogger":
             continue
-        group, tags = run_labels(config)
+        _, tags = run_labels(config)
         kwargs = _get(logger, "dict_kwargs") or {}
-        kwargs.setdefault("group", group)
         kwargs.setdefault("tags", tags)
         logger["dict_kwargs"] = kwargs
         init_args = _get(logger, "init_args")
         if _get(init_args, "save_dir") in (None, "", "."):  # one run, one folder: W&B files under default_root_dir
             init_args["save_dir"] = str(_get(trainer, "default_root_dir") or ".")
+        for key, value in wandb_run_settings(config, subcommand).items():
+            if _get(init_args, key) is None and key not in kwargs:  # explicit settings win
+                init_args[key] = value
         if not has_wandb_credentials() and not _get(init_args, "offline", False):
             init_args["offline"] = True
         offline = offline or bool(_get(init_args, "offline", False))

@@ -26,8 +26,8 @@ RUN_ELSEWHERE = {
     "mnist_pregenerated_finetune": "test_adversarial_datasets",
     **{f"data/{p.stem}": "test_dataset_cli_runs" for p in (REPO / "experiments" / "data").glob("*.yaml")},
 }
-# configs/defaults.yaml is not an experiment: every run above loads it
-ALL_EXPERIMENTS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "configs")
+# configs/defaults.yaml is not an experiment: every run above loads it; sweeps/ holds W&B sweep files
+ALL_EXPERIMENTS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name not in ("configs", "sweeps"))
 EXPERIMENTS = [p for p in ALL_EXPERIMENTS
                if p.relative_to(REPO / "experiments").with_suffix("").as_posix() not in RUN_ELSEWHERE]
 
@@ -131,6 +131,7 @@ def test_ddp_two_processes_counts_equal_one_process(tmp_path):
               tmp_path)
     (fit_result,) = evaluations(fit_root)
     assert fit_result["world_size"] == 2 and fit_result["num_samples"] == 100
+    assert len(fit_result["provenance"]["devices"]) == 2, "every process's device is recorded"
     ckpt = next(fit_root.rglob("*.ckpt"))
     counts = {}
     # one process through `advtrain test` (the callback), two through `advtrain evaluate`

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,13 @@ def test_transfer_attack_and_matrix(checkpoint, tmp_path):
           "--checkpoints", f"[{checkpoint}, {other}]", "--attack", '{"name": "pgd", "steps": 5}',
           "--epsilons", "[0.3]", "--trainer.enable_progress_bar", "false"])
     (path,) = (tmp_path / "matrix").rglob("transfer_matrix.json")
-    matrix = json.loads(path.read_text())["evaluations"][0]["matrix"]
+    doc = json.loads(path.read_text())["evaluations"][0]
+    matrix, provenance = doc["matrix"], doc["provenance"]["per_target"]
+    assert {provenance[c]["checkpoint"]["path"] for c in (checkpoint, other)} == {str(Path(checkpoint).resolve()),
+                                                                                  str(Path(other).resolve())}
+    assert provenance[checkpoint]["checkpoint"]["fingerprint"] != provenance[other]["checkpoint"]["fingerprint"]
+    (logged,) = (tmp_path / "matrix").rglob("metrics.csv")  # short keys, both checkpoints in version_0/ folders
+    assert {"transfer/ckpt0/ckpt1/eps_0.3", "transfer/ckpt1/ckpt0/eps_0.3"} <= set(logged.read_text().split("\n")[0].split(","))
     for target in (checkpoint, other):
         source = other if target == checkpoint else checkpoint
         assert matrix[target][target]["0.3"] <= matrix[source][target]["0.3"]

@@ -67,7 +67,7 @@ def test_callback_counts_writes_json_and_keeps_earlier_results(fitted, tmp_path)
     assert checks["pgd50_accuracy"] <= checks["pgd10_accuracy"] + 0.01
     # scalars went to the CSV logger too
     metrics = (tmp_path / "run" / "version_0" / "metrics.csv").read_text()
-    assert "robustness/test/worst_case/eps_0.2" in metrics
+    assert "robustness/test/worst_case/eps_0.2" in metrics and "robust/worst/eps_0.2" in metrics.split("\n")[0]
     # a second evaluation in the same run folder is appended, not written over
     callback.evaluate(trainer, model, "manual")
     assert len(json.loads(path.read_text())["evaluations"]) == 2
