@@ -76,7 +76,7 @@ def test_wandb_runs_sort_filter_and_link_evaluation_to_training(tmp_path):
     assert imread(only(run_dir.glob("robustness_fit_end_step2.png"))).shape[0] > 100
 
     # the checkpoint names its run
-    ckpt = only(run_dir.glob("checkpoints/*.ckpt"))
+    ckpt = only(run_dir.glob("checkpoints/epoch=*.ckpt"))
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["advtrain_run"]
     assert saved["id"] == fit.id and saved["group"] == "tiny_fgsm_at"
 
