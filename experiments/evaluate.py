@@ -18,16 +18,23 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from callbacks import PostTrainEvaluation, RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
-from lightning_modules import AdversarialClassifier
+from lightning_modules.checkpoints import SafeCheckpointIO, load_classifier
 from lightning_modules.external import ExternalClassifier
 
 
 class AdvTrainer(pl.Trainer):
-    """Lightning's Trainer with one more entry point, :meth:`evaluate`."""
+    """Lightning's Trainer with one more entry point, :meth:`evaluate`; every checkpoint it
+    loads (``ckpt_path``) goes through :class:`SafeCheckpointIO` (weights_only, local files)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's plugin
+            self.strategy.checkpoint_io = SafeCheckpointIO()
 
     def evaluate(
         self,
@@ -107,7 +114,7 @@ class AdvTrainer(pl.Trainer):
         sources = [{"name": "transfer", "source": c, "attack": dict(attack)} for c in checkpoints]
         matrix: dict[str, dict[str, dict[str, float]]] = {s: {} for s in checkpoints}
         for target in checkpoints:
-            target_model = AdversarialClassifier.load_from_checkpoint(target, map_location="cpu")
+            target_model = load_classifier(target)
             result = self.evaluate(target_model, datamodule, attacks=sources, epsilons=list(epsilons),
                                    num_samples=num_samples, batch_size=batch_size, seed=seed, resume=resume)
             labels = [a["label"] for a in result["attacks"]]
