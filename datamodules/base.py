@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence, Union
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from pytorch_lightning.trainer.states import TrainerFn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from datamodules.augmentations import AugmentSpec, Compose, create_augmentations
 from datamodules.in_memory import UInt8Images, to_memory
@@ -25,7 +26,24 @@ from datamodules.splits import (BALANCE_MODES, check_fractions, fraction_split, 
                                 undersample)
 
 SPLITS = ("train", "val", "test")
-__all__ = ["ClassificationDataModule", "UInt8Images", "seeded_subset", "SPLITS"]
+__all__ = ["ClassificationDataModule", "UInt8Images", "UnpaddedDistributedSampler", "seeded_subset", "SPLITS"]
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets items rank, rank + num_replicas, ... in order:
+    every item exactly once over all processes, none padded. A DistributedSampler, so
+    Lightning keeps it rather than substituting its padding one."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -162,24 +180,35 @@ class ClassificationDataModule(pl.LightningDataModule):
         return self._splits[split]
 
     # -- loaders -----------------------------------------------------------------------------
-    def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None,
+               sampler: Optional[Sampler] = None) -> DataLoader:
         workers: dict[str, Any] = {}
         if self.num_workers > 0:
             workers = {"persistent_workers": self.persistent_workers, "prefetch_factor": self.prefetch_factor}
-        return DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle,
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory, **workers)
+
+    def evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        """Outside ``fit``, under a multi-process strategy, each process gets its own share of
+        the items and nothing is padded, so metrics reduced over processes count every item once.
+        (While fitting, Lightning's padding sampler stays: DDP's wrapped forward is a collective,
+        so every process must run the same number of validation batches.)"""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or trainer.state.fn == TrainerFn.FITTING:
+            return self.loader(dataset)
+        return self.loader(dataset, sampler=UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank))
 
     def train_dataloader(self):
         return self.loader(self.dataset("train"), shuffle=True)
 
     def val_dataloader(self):
-        return self.loader(self.dataset("val"))
+        return self.evaluation_loader(self.dataset("val"))
 
     def test_dataloader(self):
-        return self.loader(self.dataset("test"))
+        return self.evaluation_loader(self.dataset("test"))
 
     def predict_dataloader(self):
-        return self.loader(self.dataset("test"))
+        return self.evaluation_loader(self.dataset("test"))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment training batches on the device (validation, test and attacks see clean images)."""
