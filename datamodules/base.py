@@ -70,6 +70,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: pin loader batches; null = when CUDA is available.
         persistent_workers: keep loader workers alive between epochs (with num_workers > 0).
         prefetch_factor: batches each worker loads ahead (with num_workers > 0); null = torch's.
+        skip_corrupt: file-based datasets: decode every file once up front and leave out (and
+            count) the unreadable ones; false = a file that fails to decode is an error naming it.
     """
 
     num_classes: int
@@ -84,7 +86,7 @@ class ClassificationDataModule(pl.LightningDataModule):
                  augment: Union[bool, Sequence[AugmentSpec], None] = None,
                  balance: Optional[str] = None, split: Optional[Sequence[float]] = None,
                  in_memory: bool = False, pin_memory: Optional[bool] = None,
-                 persistent_workers: bool = True, prefetch_factor: Optional[int] = None):
+                 persistent_workers: bool = True, prefetch_factor: Optional[int] = None, skip_corrupt: bool = False):
         super().__init__()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -103,6 +105,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
+        self.skip_corrupt = skip_corrupt
         self.split_indices: dict[str, list[int]] = {}  # with `split`: indices into load_all()
         self._all: Optional[Dataset] = None
         self._splits: dict[str, Dataset] = {}
