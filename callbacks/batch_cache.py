@@ -36,7 +36,7 @@ def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def _checksum(counts: torch.Tensor, header: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
     digest.update(counts.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
@@ -73,10 +73,11 @@ class BatchCache:
     @staticmethod
     def _problem(entry: Any, header: dict[str, Any]) -> Optional[str]:
         """Why ``entry`` cannot be used for the batch described by ``header`` (None: it can)."""
-        if not isinstance(entry, dict) or not isinstance(entry.get("counts"), torch.Tensor):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("counts"), torch.Tensor)
+                or not isinstance(entry.get("header"), dict)):
             return "not a cache entry"
         counts = entry["counts"]
-        if entry.get("checksum") != _checksum(counts, entry.get("header", {})):
+        if entry.get("checksum") != _checksum(counts, entry["header"]):
             return "corrupt (checksum mismatch)"
         saved = entry["header"]
         for field, why in (("key", "written for other settings or another model"), ("batch_index", "for another batch"),
