@@ -97,6 +97,9 @@ def test_url_transfer_source_is_refused_without_running_the_payload(crafted, ser
     attack = create_attack({"name": "transfer", "source": url, "eps": 0.1})
     with pytest.raises(CheckpointError, match="is a URL"):
         attack(model, torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
+    with pytest.raises(CheckpointError, match="is a URL"):
+        main(["transfer_matrix", *SYNTHETIC, *MNIST_LIKE, *csv_logger(crafted[0].parent.parent / "matrix"),
+              "--checkpoints", f"[{url}, {url}]"])
     assert not marker.exists()
 
 
