@@ -16,11 +16,13 @@ from attacks.pgd import BIM, FGSM, PGD, FGSMRandomStart
 from attacks.precision import Autocast
 from attacks.square import SquareAttack
 from attacks.targeted import FGSMTargeted, L2IterativeTargeted
-from attacks.registry import attack_options, available_attacks, create_attack, register_attack
+from attacks.registry import (PROJECT_PACKAGES, attack_options, available_attacks, check_class_path, create_attack,
+                              register_attack)
 
 __all__ = [
     "APGD", "APGDTargeted", "AutoAttack", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted", "L2IterativeTargeted",
     "LBFGS", "SquareAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
+    "PROJECT_PACKAGES", "check_class_path",
 ]

@@ -63,6 +63,10 @@ class Attack:
         self._check_eps()
         self.last_info = {}
         x = x.detach()
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum()) if x.dim() > 1 else 1
+            raise ValueError(f"{self.name}: inputs hold NaN or infinite pixels ({bad} sample(s) of {len(x)}); "
+                             "attacks need finite [0, 1] pixels: check the data (a corrupt file?) or the preprocessing")
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError(
                 f"{self.name}: inputs must be [0, 1] pixels (got range [{x.min():.3g}, {x.max():.3g}]); "

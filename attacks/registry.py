@@ -52,11 +52,24 @@ def create_attack(spec: "str | Mapping[str, Any] | Any"):
     return _ATTACKS[name](**options)
 
 
+# the project's own packages: the only ones a class_path from a config or checkpoint may import
+PROJECT_PACKAGES = ("attacks", "callbacks", "datamodules", "lightning_modules")
+
+
+def check_class_path(class_path: Any, what: str) -> None:
+    """Refuse, before anything is imported, a class_path outside the project's own packages."""
+    if not isinstance(class_path, str) or class_path.split(".", 1)[0] not in PROJECT_PACKAGES:
+        raise ValueError(f"{what}: class_path {class_path!r} is outside the project's packages "
+                         f"({', '.join(PROJECT_PACKAGES)}); refused without importing it")
+
+
 def _from_class_path(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``{class_path: attacks.PGD, init_args: {...}}`` -> ``{name: pgd, ...}`` (registered classes only)."""
     import importlib
 
     module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    check_class_path(spec["class_path"] if module_name else f"attacks.{class_name}",
+                     f"{spec['class_path']} is not a registered attack")
     try:
         cls = getattr(importlib.import_module(module_name or "attacks"), class_name)
     except (ImportError, AttributeError):

@@ -67,6 +67,7 @@ if str(REPO) not in sys.path:  # run as a file from anywhere: the repo's package
 
 from attacks import as_float, create_attack  # noqa: E402
 from lightning_modules import AdversarialClassifier  # noqa: E402
+from lightning_modules.checkpoints import load_classifier  # noqa: E402
 
 ALPHA, PGD_STEPS = 2 / 255, 20
 TARGETS = {"PGD": 1.3, "APGD": 1.0}  # by the label's first word
@@ -192,7 +193,7 @@ def main():
     parser.add_argument("--apgd-steps", type=int, default=100, help="N, APGD iterations (AutoAttack uses 100)")
     parser.add_argument("--eps", default="8/255",
                         help="L-inf radius of both attacks (default 8/255; MNIST papers use 0.3, try 0.1)")
-    parser.add_argument("--ckpt", default=None, help="advtrain checkpoint (AdversarialClassifier.load_from_checkpoint)")
+    parser.add_argument("--ckpt", default=None, help="advtrain checkpoint (lightning_modules.checkpoints.load_classifier)")
     parser.add_argument("--data-dir", default=None,
                         help="real MNIST from <dir>/MNIST/raw (default: the shared copy the tests use, "
                              f"{SHARED_DATASETS}, when present; else synthetic data)")
@@ -221,7 +222,7 @@ def main():
 
     dm = make_data(args, shape)
     if args.ckpt:
-        model = AdversarialClassifier.load_from_checkpoint(args.ckpt, map_location="cpu").to(device)
+        model = load_classifier(args.ckpt).to(device)
         source = f"checkpoint {args.ckpt} (backbone {model.hparams.backbone})"
         if not args.data_dir:
             print("note: --ckpt without --data-dir attacks it on synthetic images; pass --data-dir for real MNIST")

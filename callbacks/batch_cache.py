@@ -1,9 +1,13 @@
 """Per-batch results on disk, so an interrupted evaluation resumes where it stopped.
 
 Results are keyed by the model's weights and every setting that changes them (attacks,
-epsilons, split, subset, seed, batch size, dataset). Each global batch is one small file,
-written atomically; a restarted evaluation, on any number of processes, loads finished
-batches instead of attacking them again.
+epsilons, split, subset, seed, batch size, and the datamodule's identity: its class, every
+setting that selects the samples, and a hash of a few of them). Each global batch is one
+small file, written atomically, that also records the key it was written for, the batch's
+sample count, a hash of the batch's images and labels, and a checksum; a restarted
+evaluation, on any number of processes, loads finished batches instead of attacking them
+again. An entry that is unreadable, corrupt, written for other settings or other data, or
+holds impossible counts is named in a warning and recomputed.
 """
 from __future__ import annotations
 
@@ -13,23 +17,80 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from datamodules.disk_cache import model_fingerprint, write_atomically
 
+FORMAT_VERSION = 2
+
+
+def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of a batch's images and labels (their bytes, shapes and dtypes)."""
+    digest = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _checksum(counts: torch.Tensor, header: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
+    digest.update(counts.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
 
 class BatchCache:
     def __init__(self, root: Path, model: nn.Module, settings: dict[str, Any]):
-        key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), **settings}, sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
-        self.folder = Path(root) / key
+        self.key = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "model": model_fingerprint(model), **settings},
+                                             sort_keys=True, default=str).encode()).hexdigest()
+        self.folder = Path(root) / self.key[:16]
 
     def _path(self, batch_index: int) -> Path:
         return self.folder / f"batch_{batch_index:06d}.pt"
 
-    def load(self, batch_index: int) -> Optional[torch.Tensor]:
-        path = self._path(batch_index)
-        return torch.load(path, weights_only=True) if path.exists() else None
+    def _header(self, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        return {"key": self.key, "batch_index": batch_index, "samples": len(y), "data": batch_fingerprint(x, y)}
 
-    def save(self, batch_index: int, counts: torch.Tensor) -> None:
-        write_atomically(self._path(batch_index), lambda tmp: torch.save(counts.cpu(), tmp))
+    def load(self, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
+        """The counts saved for this batch of ``x``, ``y``; None (recompute) when absent or not valid."""
+        path = self._path(batch_index)
+        if not path.exists():
+            return None
+        problem = None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed
+            entry, problem = None, f"unreadable ({type(err).__name__})"
+        if problem is None:
+            problem = self._problem(entry, self._header(batch_index, x, y))
+        if problem is None:
+            return entry["counts"]
+        rank_zero_warn(f"evaluation cache entry {path} is {problem}; recomputing it")
+        return None
+
+    @staticmethod
+    def _problem(entry: Any, header: dict[str, Any]) -> Optional[str]:
+        """Why ``entry`` cannot be used for the batch described by ``header`` (None: it can)."""
+        if (not isinstance(entry, dict) or not isinstance(entry.get("counts"), torch.Tensor)
+                or not isinstance(entry.get("header"), dict)):
+            return "not a cache entry"
+        counts = entry["counts"]
+        if entry.get("checksum") != _checksum(counts, entry["header"]):
+            return "corrupt (checksum mismatch)"
+        saved = entry["header"]
+        for field, why in (("key", "written for other settings or another model"), ("batch_index", "for another batch"),
+                           ("samples", "for a batch of another size"), ("data", "for other data")):
+            if saved.get(field) != header[field]:
+                return f"stale ({why})"
+        if counts.dtype != torch.long or counts.dim() != 1 or counts.numel() == 0:
+            return "malformed (counts are not a vector of integers)"
+        if counts.min() < 0 or counts.max() > header["samples"]:
+            return f"forged (a count outside [0, {header['samples']}], the batch's sample count)"
+        return None
+
+    def save(self, batch_index: int, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor) -> None:
+        counts, header = counts.detach().cpu().long(), self._header(batch_index, x, y)
+        entry = {"counts": counts, "header": header, "checksum": _checksum(counts, header)}
+        write_atomically(self._path(batch_index), lambda tmp: torch.save(entry, tmp))

@@ -1,6 +1,7 @@
 """Reporting a robustness evaluation: sanity checks, robustness.json, loggers, a table."""
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,18 @@ def masking_warnings(checks: dict[str, Any]) -> list[str]:
 
 
 def append_json(path: Path, result: dict[str, Any]) -> None:
-    """Add ``result`` to the file's list of evaluations; earlier evaluations are kept."""
-    doc = json.loads(path.read_text()) if path.exists() else {"evaluations": []}
-    doc["evaluations"].append(result)
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
+    """Add ``result`` to the file's list of evaluations; earlier evaluations are kept.
+
+    The read-modify-write holds an exclusive lock on ``.<name>.lock`` beside the file, so
+    processes appending to one file at once (several evaluations of one run folder) lose nothing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        doc = json.loads(path.read_text()) if path.exists() else {"evaluations": []}
+        doc["evaluations"].append(result)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
 
 
 def accuracy_grid(result: dict[str, Any]) -> tuple[list[str], list[float], dict[tuple[str, float], float]]:

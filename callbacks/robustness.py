@@ -29,6 +29,7 @@ from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
 from callbacks.sweep import masking_probe, sweep_batch
+from datamodules.pregenerated import dataset_identity
 
 
 
@@ -106,11 +107,11 @@ class RobustnessEvaluation(EvaluationCallback):
         cache = self._cache(trainer, pl_module)
         with attack_mode(pl_module):
             for batch_index, (x, y) in batches:
-                batch_counts = cache.load(batch_index) if cache else None
+                batch_counts = cache.load(batch_index, x, y) if cache else None
                 if batch_counts is None:
                     batch_counts = self._count_batch(pl_module, x, y, batch_index)
                     if cache:
-                        cache.save(batch_index, batch_counts)
+                        cache.save(batch_index, x, y, batch_counts)
                 counts += batch_counts.to(counts.device)
                 bar.update(1)
                 self.stop_if_preempted(trainer)
@@ -157,7 +158,8 @@ class RobustnessEvaluation(EvaluationCallback):
         settings = {"attacks": self.attacks, "epsilons": self.epsilons, "split": self.split,
                     "num_samples": self.num_samples, "seed": self.seed, "batch_size": self.batch_size,
                     "masking_checks": self.masking_checks, "check_samples": self.check_samples,
-                    "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None}
+                    "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None,
+                    "data_identity": dataset_identity(trainer.datamodule, trainer.datamodule.dataset(self.split))}
         return BatchCache(Path(self.cache_dir), pl_module, settings)
 
     def _result(self, trainer, pl_module, stage, counts: list[int], seconds: float) -> dict[str, Any]:

@@ -15,14 +15,16 @@ import torch
 from torch import nn
 
 from attacks import Attack, create_attack, register_attack
+from lightning_modules.checkpoints import check_fits, load_classifier
 
 
 @lru_cache(maxsize=8)
-def load_source(path: str, device: str) -> nn.Module:
-    """An advtrain checkpoint as a frozen eval-mode model on ``device`` (cached: loaded once)."""
-    from lightning_modules import AdversarialClassifier
-
-    model = AdversarialClassifier.load_from_checkpoint(path, map_location=device).eval()
+def load_source(path: str, device: str, input_shape: tuple[int, ...], num_classes: Optional[int]) -> nn.Module:
+    """An advtrain checkpoint as a frozen eval-mode model on ``device``, checked to fit images
+    shaped ``input_shape`` and ``num_classes`` classes (cached: loaded once)."""
+    model = load_classifier(path, map_location=device)
+    check_fits(model, input_shape, num_classes if num_classes is not None else model.hparams.num_classes,
+               what=f"transfer source {path}")
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -44,6 +46,7 @@ class TransferAttack(Attack):
         self.source = source
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        source = load_source(self.source, str(x.device))
+        target_classes = getattr(model, "hparams", {}).get("num_classes")
+        source = load_source(self.source, str(x.device), tuple(x.shape[1:]), target_classes)
         inner = create_attack({**self.attack, "eps": self.eps, "seed": self.seed, "bn_mode": self.bn_mode})
         return inner(source, x, y)

@@ -18,13 +18,14 @@ from typing import Any, Optional, Sequence, Union
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
 from attacks.seeding import derive_seed, run_seed
 from datamodules.augmentations import AugmentSpec, Compose, create_augmentations
 from datamodules.in_memory import UInt8Images, to_memory
-from datamodules.resumable import ResumableSampler
+from datamodules.samplers import ResumableSampler, UnpaddedDistributedSampler
 from datamodules.splits import (BALANCE_MODES, check_fractions, fraction_split, labels_of, seeded_subset,
                                 undersample)
 
@@ -32,7 +33,7 @@ SPLITS = ("train", "val", "test")
 # Lightning cannot see that the datamodule restores the training position itself (ResumableSampler)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
                         category=PossibleUserWarning)
-__all__ = ["ClassificationDataModule", "UInt8Images", "seeded_subset", "SPLITS"]
+__all__ = ["ClassificationDataModule", "UInt8Images", "UnpaddedDistributedSampler", "seeded_subset", "SPLITS"]
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -59,6 +60,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: pin loader batches; null = when CUDA is available.
         persistent_workers: keep loader workers alive between epochs (with num_workers > 0).
         prefetch_factor: batches each worker loads ahead (with num_workers > 0); null = torch's.
+        skip_corrupt: file-based datasets: decode every file once up front and leave out (and
+            count) the unreadable ones; false = a file that fails to decode is an error naming it.
     """
 
     num_classes: int
@@ -73,7 +76,7 @@ class ClassificationDataModule(pl.LightningDataModule):
                  augment: Union[bool, Sequence[AugmentSpec], None] = None,
                  balance: Optional[str] = None, split: Optional[Sequence[float]] = None,
                  in_memory: bool = False, pin_memory: Optional[bool] = None,
-                 persistent_workers: bool = True, prefetch_factor: Optional[int] = None):
+                 persistent_workers: bool = True, prefetch_factor: Optional[int] = None, skip_corrupt: bool = False):
         super().__init__()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -92,6 +95,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
+        self.skip_corrupt = skip_corrupt
         self.split_indices: dict[str, list[int]] = {}  # with `split`: indices into load_all()
         self._all: Optional[Dataset] = None
         self._splits: dict[str, Dataset] = {}
@@ -171,22 +175,23 @@ class ClassificationDataModule(pl.LightningDataModule):
         return self._splits[split]
 
     # -- loaders -----------------------------------------------------------------------------
-    def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None) -> DataLoader:
-        """A loader in index order, or with ``shuffle`` the resumable training order: seeded by the
-        run seed and the epoch, shared out over the trainer's processes, resumable mid-epoch."""
+    def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None,
+               sampler: Optional[Sampler] = None) -> DataLoader:
+        """A loader in index order (or by ``sampler``), or with ``shuffle`` the resumable training
+        order: seeded by the run seed and the epoch, shared out over the trainer's processes."""
         batch_size = batch_size or self.batch_size
         kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
         if self.num_workers > 0:
             kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor)
-        if not shuffle:
-            return DataLoader(dataset, batch_size=batch_size, **kwargs)
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        self._train_sampler = ResumableSampler(dataset, world, rank, derive_seed(run_seed(), "shuffle"), batch_size)
-        if self._resume_position is not None:
-            self._train_sampler.resume(self._resume_position)
-            self._resume_position = None
-        return DataLoader(dataset, batch_size=batch_size, sampler=self._train_sampler, **kwargs)
+        if shuffle:
+            trainer = self.trainer
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+            sampler = self._train_sampler = ResumableSampler(dataset, world, rank, derive_seed(run_seed(), "shuffle"),
+                                                             batch_size)
+            if self._resume_position is not None:
+                self._train_sampler.resume(self._resume_position)
+                self._resume_position = None
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
 
     # -- the training position, in every checkpoint ---------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -200,17 +205,27 @@ class ClassificationDataModule(pl.LightningDataModule):
         # restored before Lightning asks for the training loader, which then starts there
         self._resume_position = state_dict.get("train_position")
 
+    def evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        """Outside ``fit``, under a multi-process strategy, each process gets its own share of
+        the items and nothing is padded, so metrics reduced over processes count every item once.
+        (While fitting, Lightning's padding sampler stays: DDP's wrapped forward is a collective,
+        so every process must run the same number of validation batches.)"""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or trainer.state.fn == TrainerFn.FITTING:
+            return self.loader(dataset)
+        return self.loader(dataset, sampler=UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank))
+
     def train_dataloader(self):
         return self.loader(self.dataset("train"), shuffle=True)
 
     def val_dataloader(self):
-        return self.loader(self.dataset("val"))
+        return self.evaluation_loader(self.dataset("val"))
 
     def test_dataloader(self):
-        return self.loader(self.dataset("test"))
+        return self.evaluation_loader(self.dataset("test"))
 
     def predict_dataloader(self):
-        return self.loader(self.dataset("test"))
+        return self.evaluation_loader(self.dataset("test"))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment training batches on the device (validation, test and attacks see clean images)."""

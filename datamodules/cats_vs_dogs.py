@@ -13,32 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 
 from datamodules.base import ClassificationDataModule
-from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, ImageFiles, is_readable_image
 from datamodules.missing import DatasetNotFoundError
 
 
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
-
-
-def is_readable_image(path: Path) -> bool:
-    """True when PIL can open, verify and fully decode ``path`` (empty, truncated and
-    garbage files fail). JPEGs are decoded at reduced scale (draft mode) for speed; the
-    whole compressed stream is still read, so truncation is still caught."""
-    try:
-        if path.stat().st_size == 0:
-            return False
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
-            img.draft("RGB", (16, 16))
-            img.load()
-        return True
-    except Exception:  # noqa: BLE001 - any failure to decode means "skip this file"
-        return False
 
 
 @lru_cache(maxsize=8)
@@ -66,12 +48,12 @@ class CatsVsDogsDataModule(ClassificationDataModule):
     std = IMAGENET_STD
 
     def __init__(self, data_dir: str = "data", batch_size: int = 64, image_size: int = 64,
-                 split: Sequence[float] = (0.7, 0.1, 0.2), num_workers: int = 2, **kwargs):
+                 split: Sequence[float] = (0.7, 0.1, 0.2), num_workers: int = 2, skip_corrupt: bool = True, **kwargs):
         if split is None:
             raise ValueError("Cats vs Dogs has no official test split: split must be [train, val, test] "
                              "fractions, e.g. [0.7, 0.1, 0.2]")
         super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=0, split=split,
-                         num_workers=num_workers, **kwargs)
+                         num_workers=num_workers, skip_corrupt=skip_corrupt, **kwargs)
         self.image_size = image_size
         self.input_shape = (3, image_size, image_size)
         self.root = Path(data_dir) / "PetImages"
@@ -97,6 +79,9 @@ class CatsVsDogsDataModule(ClassificationDataModule):
                 paths += [Path(p) for p in readable]
                 labels += [label] * len(readable)
                 skipped += bad
+            if skipped and not self.skip_corrupt:
+                raise CorruptImageError(f"Cats vs Dogs: {len(skipped)} image file(s) cannot be decoded, e.g. "
+                                        f"{skipped[0]}: delete them, or set --data.skip_corrupt true to skip them")
             if not paths:
                 raise self._not_found()
             self.skipped = list(skipped)

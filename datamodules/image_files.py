@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 from PIL import Image
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
@@ -36,15 +37,49 @@ def fit_image(img: Image.Image, size: int, crop_ratio: Optional[float] = None) -
     return img.crop((left, top, left + size, top + size))
 
 
+def is_readable_image(path: Path) -> bool:
+    """True when PIL can open, verify and fully decode ``path`` (empty, truncated and
+    garbage files fail). JPEGs are decoded at reduced scale (draft mode) for speed; the
+    whole compressed stream is still read, so truncation is still caught."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            img.draft("RGB", (16, 16))
+            img.load()
+        return True
+    except Exception:  # noqa: BLE001 - any failure to decode means "skip this file"
+        return False
+
+
+class CorruptImageError(OSError):
+    """An image file that cannot be decoded; the message names it and the fix."""
+
+
 class ImageFiles(Dataset):
     """Images decoded from files on access: RGB, fitted to ``size`` x ``size`` by
-    :func:`fit_image`, float [0, 1] tensors shaped (3, size, size), with integer labels."""
+    :func:`fit_image`, float [0, 1] tensors shaped (3, size, size), with integer labels.
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], size: int, crop_ratio: Optional[float] = None):
+    A file that fails to decode is a :class:`CorruptImageError` naming it. With
+    ``skip_corrupt`` every file is decoded once up front and unreadable ones are left out
+    (listed in ``skipped``, counted in a warning)."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], size: int, crop_ratio: Optional[float] = None,
+                 skip_corrupt: bool = False):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         if crop_ratio is not None and not 0 < crop_ratio <= 1:
             raise ValueError(f"crop_ratio={crop_ratio} must be in (0, 1] (or null to stretch)")
+        self.skipped: list[str] = []
+        if skip_corrupt:
+            readable = [is_readable_image(Path(p)) for p in paths]
+            self.skipped = [str(p) for p, ok in zip(paths, readable) if not ok]
+            paths, labels = [p for p, ok in zip(paths, readable) if ok], [y for y, ok in zip(labels, readable) if ok]
+            if self.skipped:
+                rank_zero_warn(f"skipped {len(self.skipped)} unreadable image file(s) of {len(readable)}, "
+                               f"e.g. {self.skipped[0]}")
         self.paths, self.size, self.crop_ratio = list(paths), size, crop_ratio
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
 
@@ -52,6 +87,11 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        with Image.open(self.paths[i]) as img:
-            x = TF.pil_to_tensor(fit_image(img.convert("RGB"), self.size, self.crop_ratio))
+        try:
+            with Image.open(self.paths[i]) as img:
+                x = TF.pil_to_tensor(fit_image(img.convert("RGB"), self.size, self.crop_ratio))
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
+            raise CorruptImageError(f"cannot decode image file {self.paths[i]} ({type(err).__name__}: {err}): "
+                                    "replace or delete it, or set --data.skip_corrupt true to skip and count "
+                                    "unreadable files") from err
         return x.float().div_(255), self.labels[i]

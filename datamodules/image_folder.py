@@ -85,7 +85,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 raise self._missing([f"{split}/{cls}/<image>"])
             paths += found
             labels += [label] * len(found)
-        return ImageFiles(paths, labels, self.image_size, self.crop_ratio)
+        return ImageFiles(paths, labels, self.image_size, self.crop_ratio, self.skip_corrupt)
 
     def load_train_pool(self) -> ImageFiles:
         return self._files("train")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterable
 
 
@@ -22,3 +23,20 @@ def missing_files(folder: Path, expected: Iterable[str]) -> list[str]:
 def listing(items: list[str], limit: int = 10) -> list[str]:
     """At most ``limit`` items, then a count of the rest (for long lists of missing files)."""
     return items if len(items) <= limit else items[:limit] + [f"... and {len(items) - limit} more"]
+
+
+@contextmanager
+def nothing_created_on_failure(folder: Path):
+    """Around a download into ``folder``: if it fails, the folders it created on the way to
+    ``folder`` are removed again (empty ones only: nothing already there is ever deleted)."""
+    folder = Path(folder).absolute()
+    new = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (or already gone): leave it
+                pass
+        raise

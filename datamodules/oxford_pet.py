@@ -22,7 +22,7 @@ from torchvision import datasets
 
 from datamodules.base import ClassificationDataModule
 from datamodules.image_files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
-from datamodules.missing import DatasetNotFoundError, listing, missing_files
+from datamodules.missing import DatasetNotFoundError, listing, missing_files, nothing_created_on_failure
 
 NAME = "Oxford-IIIT Pet"
 FOLDER = "oxford-iiit-pet"
@@ -60,7 +60,8 @@ class OxfordPetDataModule(ClassificationDataModule):
             if not self.download:
                 raise DatasetNotFoundError(NAME, root, self._expected())
             try:
-                return datasets.OxfordIIITPet(self.data_dir, split, target_types="binary-category", download=True)
+                with nothing_created_on_failure(root / FOLDER):
+                    return datasets.OxfordIIITPet(self.data_dir, split, target_types="binary-category", download=True)
             except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
                 raise DatasetNotFoundError(NAME, root, self._expected(), err) from err
         return datasets.OxfordIIITPet(self.data_dir, split, target_types="binary-category", download=False)
@@ -80,7 +81,7 @@ class OxfordPetDataModule(ClassificationDataModule):
                 raise DatasetNotFoundError(NAME, Path(self.data_dir), listing(missing))
             if not paths:
                 raise ValueError(f"{Path(self.data_dir) / LISTS[split]} lists no images")
-            self._lists[split] = ImageFiles(paths, labels, self.image_size, self.crop_ratio)
+            self._lists[split] = ImageFiles(paths, labels, self.image_size, self.crop_ratio, self.skip_corrupt)
         return self._lists[split]
 
     def load_train_pool(self) -> ImageFiles:

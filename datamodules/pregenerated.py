@@ -84,25 +84,16 @@ def content_probe(dataset: Dataset, samples: int = 16) -> str:
 def dataset_identity(datamodule: ClassificationDataModule, dataset: Dataset) -> dict[str, Any]:
     """The datamodule's class and content-relevant constructor settings (those of every class
     in its hierarchy, as subclasses pass the base's on as ``**kwargs``), plus a content probe."""
+    return {**_settings(datamodule), "size": len(dataset), "probe": content_probe(dataset)}
+
+
+def _settings(datamodule: ClassificationDataModule) -> dict[str, Any]:
+    """Class and content-relevant settings; a wrapped datamodule (``base``) by its own settings."""
     names = {name for cls in type(datamodule).__mro__ if issubclass(cls, ClassificationDataModule)
              for name in inspect.signature(cls.__init__).parameters}
     settings = {k: getattr(datamodule, k) for k in sorted(names - NOT_CONTENT) if hasattr(datamodule, k)}
-    return {"class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}", "settings": settings,
-            "size": len(dataset), "probe": content_probe(dataset)}
-
-
-def load_checkpoint_model(path: str, num_classes: int) -> nn.Module:
-    """An advtrain checkpoint on the CPU, checked against the dataset's class count."""
-    from lightning_modules import AdversarialClassifier  # a model, not data: imported only when needed
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: give the .ckpt of a trained advtrain model "
-                                "(runs/advtrain/<run id>/checkpoints/*.ckpt)")
-    model = AdversarialClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    if model.hparams.num_classes != num_classes:
-        raise ValueError(f"checkpoint {path} has {model.hparams.num_classes} classes but the dataset has "
-                         f"{num_classes}: give a checkpoint trained on this dataset")
-    return model.eval()
+    settings = {k: _settings(v) if isinstance(v, ClassificationDataModule) else v for k, v in settings.items()}
+    return {"class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}", "settings": settings}
 
 
 def cached_adversarial_set(datamodule: ClassificationDataModule, split: str, model: nn.Module,
@@ -205,7 +196,9 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
         """One adversarial copy of the training split per attack spec (cached on disk)."""
         if not self.attacks:
             return []
-        model = load_checkpoint_model(self.checkpoint, self.base.num_classes)
+        from lightning_modules.checkpoints import load_classifier  # a model, not data: imported only when needed
+
+        model = load_classifier(self.checkpoint, data=(self.base.input_shape, self.base.num_classes))
         return [cached_adversarial_set(self._base(), "train", model, spec, self.cache_dir, self.seed,
                                        self.num_samples, self.attack_batch_size,
                                        self._generation_device())

@@ -24,7 +24,7 @@ from typing import Optional
 
 from datamodules.base import ClassificationDataModule
 from datamodules.image_files import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ImageFiles
-from datamodules.missing import DatasetNotFoundError, listing
+from datamodules.missing import DatasetNotFoundError, listing, nothing_created_on_failure
 
 NAME = "Tiny ImageNet"
 FOLDER = "tiny-imagenet-200"
@@ -69,7 +69,8 @@ class TinyImageNetDataModule(ClassificationDataModule):
         from torchvision.datasets.utils import download_and_extract_archive
 
         try:
-            download_and_extract_archive(URL, download_root=str(self.data_dir))
+            with nothing_created_on_failure(Path(self.data_dir)):
+                download_and_extract_archive(URL, download_root=str(self.data_dir))
         except Exception as err:  # noqa: BLE001 - offline or unreachable: report it with what is missing
             self._download_error = err
 
@@ -132,7 +133,7 @@ class TinyImageNetDataModule(ClassificationDataModule):
                 raise self._missing([f"train/{wnid}/images/*.JPEG"])
             paths += files
             labels += [label] * len(files)
-        return ImageFiles(paths, labels, self.image_size)
+        return ImageFiles(paths, labels, self.image_size, skip_corrupt=self.skip_corrupt)
 
     def load_test(self) -> ImageFiles:
         names = sorted(self.val_annotations, key=_natural_key)
@@ -141,7 +142,7 @@ class TinyImageNetDataModule(ClassificationDataModule):
             if not (images / name).is_file():
                 raise self._missing([f"val/images/{name}"])
         return ImageFiles([images / n for n in names], [self.class_index[self.val_annotations[n]] for n in names],
-                          self.image_size)
+                          self.image_size, skip_corrupt=self.skip_corrupt)
 
     def describe(self) -> dict:
         return {**super().describe(), "val_size": self.val_size, "test": "official val set",

@@ -23,7 +23,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from datamodules.augmentations import AugmentSpec
 from datamodules.base import ClassificationDataModule
 from datamodules.in_memory import UInt8Images
-from datamodules.missing import DatasetNotFoundError, missing_files
+from datamodules.missing import DatasetNotFoundError, missing_files, nothing_created_on_failure
 
 CIFAR_AUGMENT = ({"name": "crop", "padding": 4}, {"name": "flip"})
 
@@ -89,7 +89,8 @@ class TorchvisionDataModule(ClassificationDataModule):
             if not self.download:
                 raise DatasetNotFoundError(self.source.name, root, expected)
             try:
-                self.source.download(self.data_dir, train=train, download=True)
+                with nothing_created_on_failure(root / self.source.folder):
+                    self.source.download(self.data_dir, train=train, download=True)
             except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
                 raise DatasetNotFoundError(self.source.name, root, expected, err) from err
         files = self.source.train_files if train else self.source.test_files

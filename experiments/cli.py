@@ -26,6 +26,7 @@ from experiments.evaluate import AdvTrainer
 from experiments.tracking import configure_wandb_logger, resolve_last_checkpoint, sync_hint
 from experiments.wandb_runs import declare_model_artifact, nested_config, training_run_of
 from lightning_modules import AdversarialClassifier
+from lightning_modules.checkpoints import read_checkpoint
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate", "transfer_matrix")
@@ -52,6 +53,13 @@ class AdvTrainCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         extra = {"evaluate": {"model", "datamodule"}, "transfer_matrix": {"model", "datamodule"}}
         return {**LightningCLI.subcommands(), **extra}
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = (self.config[subcommand] if subcommand else self.config).get("ckpt_path")
+        if ckpt_path:  # checked before LightningCLI reads its hyperparameters (and imports their class_path)
+            read_checkpoint(ckpt_path)
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "mean", "std"):

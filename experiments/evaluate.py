@@ -18,17 +18,24 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from callbacks import PostTrainEvaluation, RobustnessEvaluation
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 from callbacks.summary import transfer_metrics
-from lightning_modules import AdversarialClassifier
+from lightning_modules.checkpoints import SafeCheckpointIO, load_classifier
 from lightning_modules.external import ExternalClassifier
 
 
 class AdvTrainer(pl.Trainer):
-    """Lightning's Trainer with one more entry point, :meth:`evaluate`."""
+    """Lightning's Trainer with one more entry point, :meth:`evaluate`; every checkpoint it
+    loads (``ckpt_path``) goes through :class:`SafeCheckpointIO` (weights_only, local files)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's plugin
+            self.strategy.checkpoint_io = SafeCheckpointIO()
 
     def evaluate(
         self,
@@ -109,7 +116,7 @@ class AdvTrainer(pl.Trainer):
         matrix: dict[str, dict[str, dict[str, float]]] = {s: {} for s in checkpoints}
         targets: dict[str, dict[str, Any]] = {}
         for target in checkpoints:
-            target_model = AdversarialClassifier.load_from_checkpoint(target, map_location="cpu")
+            target_model = load_classifier(target)
             result = self.evaluate(target_model, datamodule, ckpt_path=target, attacks=sources,
                                    epsilons=list(epsilons), num_samples=num_samples, batch_size=batch_size,
                                    seed=seed, resume=resume)

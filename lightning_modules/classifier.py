@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from attacks import Attack, create_attack
 from attacks.seeding import derive_seed, run_seed
 from lightning_modules.backbones import create_backbone
+from lightning_modules.checkpoints import check_fits, read_checkpoint
 from lightning_modules.normalization import Normalize
 from lightning_modules.objectives import create_objective
 from lightning_modules.preprocessing import create_preprocessing
@@ -111,13 +112,27 @@ class AdversarialClassifier(pl.LightningModule):
         return self.net(x)
 
     def setup(self, stage: str) -> None:
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(data, "input_shape") and hasattr(data, "num_classes"):
+            check_fits(self, data.input_shape, data.num_classes)  # before any training or evaluation step
         # before Lightning restores a --ckpt_path, which therefore overrides these weights
         if stage == "fit" and self.hparams.init_weights:
             self.load_network_weights(self.hparams.init_weights)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A restored checkpoint must have been made for this model's data (classes, channels)."""
+        saved = checkpoint.get("hyper_parameters", {})
+        mine = (self.hparams.num_classes, len(self.hparams.mean))
+        theirs = (saved.get("num_classes", mine[0]), len(saved.get("mean", self.hparams.mean)))
+        if theirs != mine:
+            path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            raise ValueError(f"checkpoint {path or ''} was trained for {theirs[0]} classes on {theirs[1]}-channel "
+                             f"images, but the data has {mine[0]} classes and {mine[1]}-channel images: give a "
+                             "checkpoint trained on this dataset")
+
     def load_network_weights(self, path: str) -> None:
         """Copy the network weights of another advtrain checkpoint into this model."""
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(path)["state_dict"]
         net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
         try:
             self.net.load_state_dict(net_state)

@@ -14,7 +14,8 @@ import datamodules.pregenerated as pregenerated
 from attacks import create_attack
 from datamodules import (CrossModelAugmentedDataModule, MNISTDataModule, PregeneratedAdversarialDataModule,
                          SyntheticDataModule)
-from datamodules.pregenerated import cached_adversarial_set, load_checkpoint_model
+from datamodules.pregenerated import cached_adversarial_set
+from lightning_modules.checkpoints import load_classifier
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier
 from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, needs_mnist
@@ -68,7 +69,7 @@ def stacked(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 # -- generation ----------------------------------------------------------------------------
 def test_generated_set_is_the_attack_on_the_checkpoint_inside_ball_and_range(checkpoint, tmp_path):
     data = synthetic()
-    model = load_checkpoint_model(checkpoint, data.num_classes)
+    model = load_classifier(checkpoint, data=(data.input_shape, data.num_classes))
     adv = cached_adversarial_set(data, "train", model, FGSM, str(tmp_path), batch_size=32)
     x, y = stacked(data.dataset("train"))
     x_adv, y_adv = adv.tensors
@@ -84,7 +85,7 @@ def test_generated_set_is_the_attack_on_the_checkpoint_inside_ball_and_range(che
 
 def test_generation_is_deterministic_with_a_random_start_attack(checkpoint, tmp_path):
     data = synthetic()
-    model = load_checkpoint_model(checkpoint, data.num_classes)
+    model = load_classifier(checkpoint, data=(data.input_shape, data.num_classes))
     spec = {"name": "fgsm_rs", "eps": 0.1}
     a, b = (cached_adversarial_set(data, "train", model, spec, str(tmp_path / d), seed=3)[:][0] for d in "ab")
     other = cached_adversarial_set(data, "train", model, spec, str(tmp_path / "c"), seed=4)[:][0]
@@ -287,7 +288,7 @@ def test_finetuning_on_a_pregenerated_fgsm_set_real_mnist(tmp_path, one_torch_th
 
     test = mnist()
     x, y = stacked(test.dataset("test"))
-    source = load_checkpoint_model(str(ckpt), 10)
+    source = load_classifier(str(ckpt), data=((1, 28, 28), 10))
     x_static, _ = cached_adversarial_set(test, "test", source, FGSM, str(tmp_path / "cache")).tensors
     fgsm = create_attack(FGSM)
     before = {"clean": accuracy(source, x, y), "static": accuracy(source, x_static, y)}

@@ -138,6 +138,17 @@ def test_errors_name_the_fix(trained_toy):
         create_attack({"name": "fgsm", "eps": 0.1})(model, x * 2 - 1, y)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "square", "deepfool", "cw_l2"])
+def test_non_finite_pixels_are_refused(trained_toy, name, bad):
+    """NaN passes a [0, 1] range check (every comparison with NaN is false): it must not pass the attack."""
+    model, x, y = trained_toy
+    x = x[:4].clone()
+    x[1, 0, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite pixels \(1 sample\(s\) of 4\)"):
+        create_attack({"name": name, "eps": 0.1})(model, x, y[:4])
+
+
 def test_fraction_strings_and_config_round_trip():
     attack = create_attack({"name": "pgd", "eps": "8/255", "alpha": "2/255", "steps": 7})
     assert attack.eps == pytest.approx(8 / 255) and attack.alpha == pytest.approx(2 / 255)

@@ -1,10 +1,12 @@
-"""The training order: seeded per epoch, resumable mid-epoch.
+"""Samplers that share a split out over processes.
 
-The order of epoch e is a permutation seeded by (run seed, e), shared out over the
+- :class:`ResumableSampler`, the training order: seeded per epoch, resumable mid-epoch. The order of epoch e is a permutation seeded by (run seed, e), shared out over the
 processes like ``DistributedSampler`` (which this sampler is, so Lightning keeps it under
 DDP). The datamodule checkpoints the position (epoch, batches already trained on in it);
 a run resumed from it starts the sampler there, so it continues with the very next batch
 of the same permutation, as the uninterrupted run did.
+- :class:`UnpaddedDistributedSampler`, for evaluation outside ``fit``: every item exactly once
+  over all processes, none padded.
 """
 from __future__ import annotations
 
@@ -36,3 +38,20 @@ class ResumableSampler(DistributedSampler):
     def resume(self, position: dict[str, int]) -> None:
         self.set_epoch(position["epoch"])
         self.skip = position["batches_done"]
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` gets items rank, rank + num_replicas, ... in order:
+    every item exactly once over all processes, none padded. A DistributedSampler, so
+    Lightning keeps it rather than substituting its padding one."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
