@@ -54,16 +54,26 @@ class OxfordPetDataModule(ClassificationDataModule):
     def _expected(self) -> list[str]:
         return [*LISTS.values(), f"{FOLDER}/images/<image id>.jpg"]
 
+    def prepare_data(self) -> None:
+        """Download what is missing, once: Lightning calls this on one process per node before
+        any process loads the data."""
+        root = Path(self.data_dir)
+        if not missing_files(root, [*LISTS.values(), f"{FOLDER}/images"]):
+            return
+        if not self.download:
+            raise DatasetNotFoundError(NAME, root, self._expected())
+        try:
+            with nothing_created_on_failure(root / FOLDER):
+                datasets.OxfordIIITPet(self.data_dir, "trainval", target_types="binary-category", download=True)
+        except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
+            raise DatasetNotFoundError(NAME, root, self._expected(), err) from err
+
     def _torchvision(self, split: str) -> datasets.OxfordIIITPet:
         root = Path(self.data_dir)
         if missing_files(root, [*LISTS.values(), f"{FOLDER}/images"]):
-            if not self.download:
+            if self.trainer is not None:  # prepare_data ran (on another process) and left files missing
                 raise DatasetNotFoundError(NAME, root, self._expected())
-            try:
-                with nothing_created_on_failure(root / FOLDER):
-                    return datasets.OxfordIIITPet(self.data_dir, split, target_types="binary-category", download=True)
-            except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
-                raise DatasetNotFoundError(NAME, root, self._expected(), err) from err
+            self.prepare_data()  # used outside a Trainer: nothing else downloads
         return datasets.OxfordIIITPet(self.data_dir, split, target_types="binary-category", download=False)
 
     def images(self, split: str) -> ImageFiles:

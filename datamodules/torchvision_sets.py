@@ -83,16 +83,27 @@ class TorchvisionDataModule(ClassificationDataModule):
     def expected_files(self) -> list[str]:
         return [f"{self.source.folder}/{f}" for f in self.source.train_files + self.source.test_files]
 
+    def prepare_data(self) -> None:
+        """Download what is missing, once: Lightning calls this on one process per node before
+        any process loads the data."""
+        root, expected = Path(self.data_dir), self.expected_files()
+        if not missing_files(root, expected):
+            return
+        if not self.download:
+            raise DatasetNotFoundError(self.source.name, root, expected)
+        try:
+            with nothing_created_on_failure(root / self.source.folder):
+                for train in (True, False):
+                    self.source.download(self.data_dir, train=train, download=True)
+        except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
+            raise DatasetNotFoundError(self.source.name, root, expected, err) from err
+
     def _load(self, train: bool) -> UInt8Images:
         root, expected = Path(self.data_dir), self.expected_files()
         if missing_files(root, expected):
-            if not self.download:
+            if self.trainer is not None:  # prepare_data ran (on another process) and left files missing
                 raise DatasetNotFoundError(self.source.name, root, expected)
-            try:
-                with nothing_created_on_failure(root / self.source.folder):
-                    self.source.download(self.data_dir, train=train, download=True)
-            except Exception as err:  # noqa: BLE001 - any download failure means "not available offline"
-                raise DatasetNotFoundError(self.source.name, root, expected, err) from err
+            self.prepare_data()  # used outside a Trainer: nothing else downloads
         files = self.source.train_files if train else self.source.test_files
         return UInt8Images(*self.source.read(root / self.source.folder, files))
 

@@ -57,9 +57,11 @@ class AdvTrainCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        ckpt_path = (self.config[subcommand] if subcommand else self.config).get("ckpt_path")
-        if ckpt_path:  # checked before LightningCLI reads its hyperparameters (and imports their class_path)
-            read_checkpoint(ckpt_path)
+        config = self.config[subcommand] if subcommand else self.config
+        if config.get("ckpt_path") == "last":
+            resolve_last_checkpoint(config, continue_run=subcommand == "fit")
+        if config.get("ckpt_path"):  # checked before LightningCLI reads its hyperparameters (and imports their class_path)
+            read_checkpoint(config.get("ckpt_path"))
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "mean", "std"):
@@ -75,8 +77,6 @@ class AdvTrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("ckpt_path") == "last":
-            resolve_last_checkpoint(config, continue_run=self.subcommand == "fit")
         self._wandb_offline = configure_wandb_logger(config, self.subcommand)
 
     def before_evaluate(self) -> None:

@@ -121,7 +121,8 @@ def test_evaluate_never_reuses_results_of_other_samples(checkpoint, tmp_path, mo
     evaluate("seed", "--data.seed", "1")
     assert computed == list(range(6))
 
-    batch = sorted((tmp_path / "root").rglob("batch_000002.pt"))[0]
+    # the entry of the last evaluation above (--data.seed 1): the newest folder of the cache
+    batch = max((tmp_path / "root").rglob("batch_000002.pt"), key=lambda p: p.stat().st_mtime)
     batch.write_bytes(b"not a cache entry")
     with pytest.warns(UserWarning, match=f"evaluation cache entry {batch} is unreadable"):
         evaluate("repaired", "--data.seed", "1")
