@@ -1,7 +1,6 @@
 """Reporting a robustness evaluation: sanity checks, robustness.json, loggers, a table."""
 from __future__ import annotations
 
-import fcntl
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from callbacks.summary import attack_keys, summary_metrics
-from datamodules.disk_cache import write_atomically
+from datamodules.disk_cache import exclusive_lock, write_atomically
 
 
 def sanity_warnings(result: dict[str, Any]) -> list[str]:
@@ -66,8 +65,7 @@ def append_json(path: Path, result: dict[str, Any]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with exclusive_lock(path.parent / f".{path.name}.lock"):
         doc = json.loads(path.read_text()) if path.exists() else {"evaluations": []}
         doc["evaluations"].append(result)
         write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))

@@ -1,15 +1,18 @@
-"""Files the on-disk caches share: atomic writes and a fingerprint of a model's weights.
+"""Files the on-disk caches share: atomic writes, an inter-process lock and a fingerprint of a
+model's weights.
 
 Used by the pre-generated adversarial sets (datamodules) and the resumable evaluation
 (callbacks). A reader only ever sees the old or the complete new version of a file.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -27,6 +30,15 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if needed): the processes of one machine
+    take it in turn, for one read-modify-write or one download at a time."""
+    with open(lock_file, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -11,18 +11,22 @@ and a seeded random part of the training pool (``val_size``, default 2,000 = 10 
 class on average) is held out for validation. Images are decoded lazily as RGB float
 tensors in [0, 1] (grey images are converted); ``mean``/``std`` are ImageNet's.
 When ``wnids.txt`` is missing and ``download`` is on, the official zip (``URL``, 237 MB)
-is downloaded into ``data_dir`` and extracted. The layout is checked cheaply when the
+is downloaded into ``data_dir`` and extracted, once per machine (the processes of a node
+take a lock in turn). The layout is checked cheaply when the
 datamodule is built (folders, annotation file, and that every annotated val image
 exists); what is missing is named in a :class:`DatasetNotFoundError` (with the download
 error, when one was tried).
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from datamodules.base import ClassificationDataModule
+from datamodules.disk_cache import exclusive_lock
 from datamodules.image_files import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from datamodules.missing import DatasetNotFoundError, listing, nothing_created_on_failure
 
@@ -30,6 +34,13 @@ NAME = "Tiny ImageNet"
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
+
+
+def download_lock(folder: Path) -> Path:
+    """A lock file for downloads into ``folder``, in the system's temp dir: nothing is created
+    in the data folder unless the download succeeds."""
+    digest = hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"advtrain-download-{digest}.lock"
 
 
 class TinyImageNetDataModule(ClassificationDataModule):
@@ -51,7 +62,11 @@ class TinyImageNetDataModule(ClassificationDataModule):
         self.download = download
         self._download_error: Exception | None = None
         if download and not (self.root / "wnids.txt").is_file():
-            self._download()
+            # needed here (num_classes is linked into the model before prepare_data runs): every
+            # process of a node takes the lock in turn, and only the first finds the files missing
+            with exclusive_lock(download_lock(self.root)):
+                if not (self.root / "wnids.txt").is_file():
+                    self._download()
         self.all_wnids = self._read_wnids()
         if num_classes is not None and not 1 <= num_classes <= len(self.all_wnids):
             raise ValueError(f"num_classes={num_classes} must be in [1, {len(self.all_wnids)}] (the classes of "
