@@ -147,7 +147,7 @@ def test_wrapper_forwards_properties_loaders_and_batch_augmentation(checkpoint, 
     batch = next(iter(loader))
     dm.trainer = SimpleNamespace(training=False)
     assert dm.on_after_batch_transfer(batch, 0)[0] is batch[0]
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(training=True, global_step=0, global_rank=0)  # augmentation seeds from the step
     augmented = dm.on_after_batch_transfer(batch, 0)[0]
     assert not torch.equal(augmented, batch[0]) and augmented.min() >= 0 and augmented.max() <= 1
     assert dm.describe()["training_set"]["mix"] == "mixed" and dm.describe()["dataset"] == "SyntheticDataModule"
