@@ -55,6 +55,8 @@ REFERENCE_CHECKS = (
     ("other", "",
      "another warning of the reference"),
 )
+COMPONENTS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+              "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"), "rand": ("apgd-ce", "apgd-dlr")}
 CHECK_KEYS = tuple(key for key, _, _ in REFERENCE_CHECKS)
 
 
@@ -100,11 +102,13 @@ class ReferenceAutoAttack(Attack):
     """The reference AutoAttack (pyautoattack) on one batch; see the module docstring.
 
     eps: radius in pixel units (default 8/255); norm: "linf", "l2" or "l1"; version:
-    "standard" (RobustBench's), "plus" or "rand" (for randomised defences, EOT over 20 draws).
+    "standard" (RobustBench's), "plus" or "rand" (for randomised defences, EOT over 20 draws);
+    components: run only these of the version's attacks, with the version's settings (e.g.
+    ``[apgd-ce]``; for validating our components, never a leaderboard figure).
     """
 
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", version: str = "standard",
-                 bn_mode: str = "eval", seed: int | None = None):
+                 components: list[str] | None = None, bn_mode: str = "eval", seed: int | None = None):
         if norm not in NORMS:
             raise ValueError(f"autoattack: unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
         if version not in VERSIONS:
@@ -112,6 +116,11 @@ class ReferenceAutoAttack(Attack):
                              "(our own cascade is apgd_cascade)")
         super().__init__(eps, norm=norm, bn_mode=bn_mode, seed=seed)
         self.version = version
+        self.components = list(components) if components else None
+        valid = COMPONENTS[version]
+        unknown = sorted(set(self.components or []) - set(valid))
+        if unknown:
+            raise ValueError(f"autoattack {version}: unknown components {unknown}; valid: {', '.join(valid)}")
         self.messages: list[str] = []  # the reference's warnings of the last call, verbatim
 
     @staticmethod
@@ -147,6 +156,8 @@ class ReferenceAutoAttack(Attack):
                 reference = AutoAttack(model, device=x.device, eps=self.eps, norm=NORMS[self.norm],
                                        seed=seed, version=self.version)
                 capped = self._cap_targets(reference, n_classes)
+                if self.components:
+                    reference.attacks_to_run = [a for a in reference.attacks_to_run if a in self.components]
                 x_adv, _ = reference.run_standard_evaluation(x, y, batch_size=x.shape[0])
         finally:
             logger.removeHandler(handler)

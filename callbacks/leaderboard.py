@@ -37,7 +37,7 @@ def leaderboard_entries(result: dict[str, Any], model_identity: dict[str, Any]) 
     others = [a for a in result["attacks"] if a["name"] != "autoattack"]
     entries = []
     for spec in result["attacks"]:
-        if spec["name"] != "autoattack":
+        if spec["name"] != "autoattack" or spec.get("components"):  # a subset is not AutoAttack's figure
             continue
         for (label, eps), row in accuracy.items():
             if label != spec["label"] or eps == 0:

@@ -121,7 +121,7 @@ def test_sweep_on_two_processes_resumes_and_writes_a_leaderboard_entry(tmp_path)
     model = ["--model.backbone", "mnist_small"]
     _advtrain(["fit", *data, *SHORT, *csv_logger(tmp_path / "fit"), *model], tmp_path)
     ckpt = str(next((tmp_path / "fit").rglob("*.ckpt")))
-    sweep = ["--attacks", '[{"name": "autoattack"}, {"name": "fgsm"}]', "--epsilons", "[0.1]", "--batch_size", "8",
+    sweep = ["--attacks", '[{"name": "autoattack"}, {"name": "fgsm"}]', "--epsilons", "[0.5]", "--batch_size", "8",
              "--trainer.enable_progress_bar", "false", "--ckpt_path", ckpt, *model]
     counts = {}
     for devices in ("1", "2"):
@@ -134,10 +134,10 @@ def test_sweep_on_two_processes_resumes_and_writes_a_leaderboard_entry(tmp_path)
         counts[devices] = [(r["attack"], r["eps"], r["correct"], r["total"]) for r in result["rows"]]
         (path,) = root.rglob("autoattack_leaderboard.json")
         (entry,) = json.loads(path.read_text())["evaluations"]
-        row = next(r for r in result["rows"] if r["attack"] == "autoattack" and r["eps"] == 0.1)
+        row = next(r for r in result["rows"] if r["attack"] == "autoattack" and r["eps"] == 0.5)
         assert entry["autoattack_acc"] == f"{100 * row['accuracy']:.2f}" and entry["n_examples"] == 30
         assert entry["clean_acc"] == f"{100 * result['clean_accuracy']:.2f}"
-        assert (entry["threat_model"], entry["eps"], entry["version"]) == ("Linf", "0.1", "standard")
+        assert (entry["threat_model"], entry["eps"], entry["version"]) == ("Linf", "0.5", "standard")
         assert entry["model"]["checkpoint"] == ckpt and len(entry["model"]["weights_sha256"]) == 64
         assert "worst_case_acc" in entry
     assert counts["1"] == counts["2"]
