@@ -208,6 +208,12 @@ class RobustnessEvaluation(EvaluationCallback):
         for warning in result["warnings"]:
             rank_zero_warn(f"robustness sanity check: {warning}")
 
+    @property
+    def state_key(self) -> str:
+        """Several sweeps in one run (e.g. APGD on a subset beside the full sweep) keep their own state."""
+        return self._generate_state_key(attacks=self.attacks, epsilons=self.epsilons, split=self.split,
+                                        num_samples=self.num_samples)
+
     def state_dict(self) -> dict[str, Any]:
         return {"results": self.results}
 
