@@ -61,7 +61,7 @@ class AdvTrainer(pl.Trainer):
                 raise ValueError("give either --ckpt_path (an advtrain checkpoint) or --external_model, not both")
             model = ExternalClassifier(external_model, num_classes=datamodule.num_classes)
         configured = [c for c in self.callbacks if isinstance(c, RobustnessEvaluation)]
-        base = configured[0] if configured else None
+        base = configured[-1] if configured else None  # the sweep: experiment YAMLs list their APGD subset first
         sweep = base is not None or (attacks is not None and epsilons is not None)
         if not sweep and post_train is None:
             raise ValueError("evaluate needs --attacks and --epsilons (or a config with a RobustnessEvaluation "
