@@ -156,8 +156,10 @@ def test_sweep_on_two_processes_resumes_and_writes_a_leaderboard_entry(tmp_path)
 @pytest.mark.slow
 def test_our_attacks_are_within_half_a_point_of_the_reference_on_a_trained_mnist_model():
     """benchmarks/autoattack_validation.py in small: mnist_small trained clean for 150 steps on real
-    MNIST, the first 200 test images at eps 0.1 (where about a third stay robust). Ours may be
-    stronger; never weaker than the reference by more than 0.5 points (one image of 200)."""
+    MNIST, the first 200 test images at eps 0.1 (where about a third stay robust), our APGD-CE and
+    APGD-T against the reference's (the cascades, with FAB-T and Square, are the benchmark's: too
+    slow here). Ours may be stronger; never weaker than the reference by more than 0.5 points
+    (one image of 200)."""
     from benchmarks.autoattack_validation import PAIRS, robust
     from datamodules import MNISTDataModule
     from lightning_modules import AdversarialClassifier
@@ -181,7 +183,7 @@ def test_our_attacks_are_within_half_a_point_of_the_reference_on_a_trained_mnist
     x = torch.stack([test[i][0] for i in range(200)])
     y = torch.tensor([int(test[i][1]) for i in range(200)])
     assert accuracy(model, x, y) > 0.9
-    for label, ours_spec, reference_spec in PAIRS:
+    for label, ours_spec, reference_spec in PAIRS[:2]:
         ours, _, _ = robust(model, ours_spec, 0.1, x, y, seed=0)
         reference, _, _ = robust(model, reference_spec, 0.1, x, y, seed=0)
         assert 0 < reference.sum() < 200 * 0.9, (label, "eps 0.1 should leave a non-trivial robust fraction")
