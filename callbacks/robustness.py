@@ -212,7 +212,7 @@ class RobustnessEvaluation(EvaluationCallback):
     def state_key(self) -> str:
         """Several sweeps in one run (e.g. APGD on a subset beside the full sweep) keep their own state."""
         return self._generate_state_key(attacks=self.attacks, epsilons=self.epsilons, split=self.split,
-                                        num_samples=self.num_samples)
+                                        num_samples=self.num_samples, seed=self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         return {"results": self.results}
