@@ -4,7 +4,7 @@
 ``x_adv = attack(model, x, y)``.
 """
 from attacks.apgd import APGD, APGDTargeted
-from attacks.autoattack import AutoAttack
+from attacks.apgd_cascade import APGDCascade
 from attacks.base import Attack, as_float
 from attacks.bpda import BPDA
 from attacks.fmn import FMN
@@ -14,14 +14,15 @@ from attacks.minimum_norm import CarliniWagnerL2, DeepFool
 from attacks.model_mode import attack_mode
 from attacks.pgd import BIM, FGSM, PGD, FGSMRandomStart
 from attacks.precision import Autocast
+from attacks.reference_autoattack import ReferenceAutoAttack
 from attacks.square import SquareAttack
 from attacks.targeted import FGSMTargeted, L2IterativeTargeted
 from attacks.registry import (PROJECT_PACKAGES, attack_options, available_attacks, check_class_path, create_attack,
                               register_attack)
 
 __all__ = [
-    "APGD", "APGDTargeted", "AutoAttack", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted", "L2IterativeTargeted",
-    "LBFGS", "SquareAttack",
+    "APGD", "APGDCascade", "APGDTargeted", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted",
+    "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
     "PROJECT_PACKAGES", "check_class_path",

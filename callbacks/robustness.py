@@ -28,7 +28,7 @@ from callbacks.plots import robustness_curve
 from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
-from callbacks.sweep import masking_probe, sweep_batch
+from callbacks.sweep import CHECK_COLUMNS, attack_check_warnings, masking_probe, sweep_batch
 from datamodules.pregenerated import dataset_identity
 
 
@@ -132,8 +132,11 @@ class RobustnessEvaluation(EvaluationCallback):
         n_robust = (len(self.attacks) + 1) * len(self.epsilons)  # each attack, then the worst case
         black_box = 2 + n_robust
         probes = black_box + len(self.epsilons)
+        checks = probes + 4
         return {"robust": slice(2, black_box), "black_box_only": slice(black_box, probes),
-                "probes": slice(probes, probes + 4), "size": probes + 4}
+                "probes": slice(probes, checks),
+                "checks": slice(checks, checks + len(self.attacks) * len(CHECK_COLUMNS)),
+                "size": checks + len(self.attacks) * len(CHECK_COLUMNS)}
 
     def _count_batch(self, pl_module, x, y, batch_index: int) -> torch.Tensor:
         """[samples, clean correct, robust correct per (attack, eps) and worst case per eps,
@@ -146,6 +149,7 @@ class RobustnessEvaluation(EvaluationCallback):
         counts[0], counts[1] = y.numel(), sweep.clean_correct.sum()
         counts[layout["robust"]] = torch.cat([sweep.robust, worst]).sum(dim=2).flatten()
         counts[layout["black_box_only"]] = sweep.black_box_only.sum(dim=1)
+        counts[layout["checks"]] = sweep.checks.flatten()
         probe_eps = max(self.epsilons)
         if self.masking_checks and self.probe_norm and probe_eps > 0 and batch_index * self.batch_size < self.check_samples:
             probe = masking_probe(pl_module, x, y, self.probe_norm, probe_eps, self.seed + batch_index)
@@ -158,6 +162,7 @@ class RobustnessEvaluation(EvaluationCallback):
         settings = {"attacks": self.attacks, "epsilons": self.epsilons, "split": self.split,
                     "num_samples": self.num_samples, "seed": self.seed, "batch_size": self.batch_size,
                     "masking_checks": self.masking_checks, "check_samples": self.check_samples,
+                    "counts_layout": self._layout()["size"],
                     "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else None,
                     "data_identity": dataset_identity(trainer.datamodule, trainer.datamodule.dataset(self.split))}
         return BatchCache(Path(self.cache_dir), pl_module, settings)
@@ -194,7 +199,11 @@ class RobustnessEvaluation(EvaluationCallback):
             "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
             "world_size": trainer.world_size, "seconds": round(seconds, 2),
         }
-        result["warnings"] = sanity_warnings(result)
+        attack_checks = counts[layout["checks"]]
+        result["attack_checks"] = {
+            label: dict(zip(CHECK_COLUMNS, attack_checks[a * len(CHECK_COLUMNS):(a + 1) * len(CHECK_COLUMNS)]))
+            for a, label in enumerate(names[:-1]) if any(attack_checks[a * len(CHECK_COLUMNS):(a + 1) * len(CHECK_COLUMNS)])}
+        result["warnings"] = sanity_warnings(result) + attack_check_warnings(result["attack_checks"])
         return result
 
     @staticmethod
@@ -211,6 +220,12 @@ class RobustnessEvaluation(EvaluationCallback):
         rank_zero_info(format_table(result) + f"\nwritten to {path} (curve: {curve.name})")
         for warning in result["warnings"]:
             rank_zero_warn(f"robustness sanity check: {warning}")
+
+    @property
+    def state_key(self) -> str:
+        """Several sweeps in one run (e.g. APGD on a subset beside the full sweep) keep their own state."""
+        return self._generate_state_key(attacks=self.attacks, epsilons=self.epsilons, split=self.split,
+                                        num_samples=self.num_samples, seed=self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         return {"results": self.results}

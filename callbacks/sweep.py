@@ -6,7 +6,10 @@ clean inputs are attacked (a wrong clean prediction is never robust). The worst 
 over the attacks is the per-sample AND of their results.
 
 It also marks, per eps, the samples a black-box attack fooled although every white-box
-attack failed on them: a sign of gradient masking.
+attack failed on them: a sign of gradient masking. Per attack it counts the reference
+AutoAttack's own checks that fired (:data:`attacks.reference_autoattack.REFERENCE_CHECKS`,
+one count per eps at which a check fired) and the samples whose output broke the threat
+model (given back clean by the attack, so never counted as fooled).
 
 A minimum-norm attack (``attack.minimum_norm``: cw_l2, deepfool, fmn) runs once, at the
 largest eps: its smallest adversarial point per sample gives the result at every eps
@@ -23,6 +26,10 @@ from torch import nn
 
 from attacks import create_attack
 from attacks.norms import MEASURE_BALLS, make_ball
+from attacks.reference_autoattack import CHECK_KEYS, REFERENCE_CHECKS
+
+#: per attack, what ``BatchSweep.checks`` counts: each reference check, then threat-model violations
+CHECK_COLUMNS = (*CHECK_KEYS, "threat_model_violations")
 
 
 @dataclass
@@ -30,6 +37,7 @@ class BatchSweep:
     clean_correct: torch.Tensor  # (N,) bool
     robust: torch.Tensor  # (num_attacks, num_eps, N) bool
     black_box_only: torch.Tensor  # (num_eps, N) bool
+    checks: torch.Tensor  # (num_attacks, len(CHECK_COLUMNS)) long
 
 
 def attack_seed(seed: int, attack_index: int, eps_index: int) -> int:
@@ -46,6 +54,7 @@ def sweep_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seq
     black_box_only = torch.zeros(len(epsilons), n, dtype=torch.bool, device=x.device)
     idx = clean_correct.nonzero().flatten()
     black_box = torch.zeros(len(attacks), dtype=torch.bool)
+    checks = torch.zeros(len(attacks), len(CHECK_COLUMNS), dtype=torch.long, device=x.device)
     for a, spec in enumerate(attacks):
         if epsilons and create_attack({**spec, "eps": 0.0}).minimum_norm:
             e_max = max(range(len(epsilons)), key=lambda e: epsilons[e])
@@ -63,10 +72,13 @@ def sweep_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seq
                 robust[a, e, idx] = model(x_adv).argmax(1) == y[idx]
             if "black_box_only" in attack.last_info:  # a cascade that flags them itself
                 black_box_only[e, idx] |= attack.last_info["black_box_only"]
+            if "reference_checks" in attack.last_info:  # the reference AutoAttack's own flags
+                checks[a, :-1] += attack.last_info["reference_checks"].to(checks.device)
+                checks[a, -1] += attack.last_info["threat_model_violations"].sum()
     if black_box.any() and (~black_box).any():
         fooled_by_black_box = (~robust[black_box]).any(0) & clean_correct
         black_box_only |= fooled_by_black_box & robust[~black_box].all(0)
-    return BatchSweep(clean_correct, robust, black_box_only)
+    return BatchSweep(clean_correct, robust, black_box_only, checks)
 
 
 def minimum_norm_robust(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor,
@@ -106,3 +118,20 @@ def masking_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
         with torch.no_grad():
             counts.append((model(attack(model, x, y)).argmax(1) == y).sum())
     return torch.stack(counts)
+
+
+def attack_check_warnings(attack_checks: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Warnings for the checks attacks raised, ``{attack label: {check: count}}`` summed over batches."""
+    meaning = {key: text for key, _, text in REFERENCE_CHECKS}
+    warnings = []
+    for label, counts in attack_checks.items():
+        for key, count in counts.items():
+            if not count:
+                continue
+            if key == "threat_model_violations":
+                warnings.append(f"error: {label}: {count} adversarial examples left the eps-ball or [0, 1]; they were "
+                                "not counted as fooled (the attack's numbers are unreliable; report it)")
+            else:
+                warnings.append(f"{label}: the reference AutoAttack's check '{key}' fired "
+                                f"({count} batch x eps runs): {meaning[key]}")
+    return warnings

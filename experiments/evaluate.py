@@ -8,7 +8,10 @@ It runs Lightning's test stage (so devices, strategies, nodes and checkpoint loa
 Lightning's), with clean metrics only, and the robustness sweep at its end: samples are
 sharded over all processes and counts are exact. With ``resume`` (default) each finished
 batch is kept under ``<default_root_dir>/eval_cache``; rerunning the same command after an
-interruption skips the finished batches. Without ``--attacks``/``--epsilons`` the sweep of
+interruption skips the finished batches. With the reference AutoAttack in the sweep
+(``{name: autoattack}``) it also writes ``autoattack_leaderboard.json`` beside robustness.json:
+clean and AutoAttack accuracy, threat model, eps, samples, version and model identity in
+RobustBench's terms (callbacks/leaderboard.py). Without ``--attacks``/``--epsilons`` the sweep of
 the config's RobustnessEvaluation callback is used. ``--post_train '{num_samples: 500}'`` (the
 arguments of callbacks.PostTrainEvaluation) also evaluates the post-train defence.
 """
@@ -21,10 +24,13 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from callbacks import PostTrainEvaluation, RobustnessEvaluation
+from callbacks.leaderboard import write_leaderboard_entries
 from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 from callbacks.summary import transfer_metrics
 from lightning_modules.checkpoints import SafeCheckpointIO, load_classifier
+from datamodules.disk_cache import model_fingerprint
+from lightning_modules import AdversarialClassifier
 from lightning_modules.external import ExternalClassifier
 
 
@@ -64,7 +70,7 @@ class AdvTrainer(pl.Trainer):
                 raise ValueError("give either --ckpt_path (an advtrain checkpoint) or --external_model, not both")
             model = ExternalClassifier(external_model, num_classes=datamodule.num_classes)
         configured = [c for c in self.callbacks if isinstance(c, RobustnessEvaluation)]
-        base = configured[0] if configured else None
+        base = configured[-1] if configured else None  # the sweep: experiment YAMLs list their APGD subset first
         sweep = base is not None or (attacks is not None and epsilons is not None)
         if not sweep and post_train is None:
             raise ValueError("evaluate needs --attacks and --epsilons (or a config with a RobustnessEvaluation "
@@ -90,6 +96,11 @@ class AdvTrainer(pl.Trainer):
         finally:
             model.val_attack = saved_attack
         result = evaluation.results[-1] if evaluation else {}
+        if self.is_global_zero and any(a["name"] == "autoattack" for a in result.get("attacks", [])):
+            # the reference AutoAttack in the sweep: an entry in RobustBench's terms
+            identity = {"checkpoint": ckpt_path, "external_model": external_model,
+                        "weights_sha256": model_fingerprint(model)}
+            write_leaderboard_entries(run_directory(self), {**result, "seed": seed}, identity)
         return {**result, "post_train": defence.results[-1]} if defence else result
 
     def transfer_matrix(

@@ -50,6 +50,12 @@ def mnist_small(pretrained=False, num_classes=10, in_chans=1, **kwargs):
     return StridedCNN(num_classes, in_chans, widths=(16, 32), hidden=100, **_strided_cnn_kwargs(kwargs))
 
 
+@register_model
+def cifar_small(pretrained=False, num_classes=10, in_chans=3, **kwargs):
+    """A CPU-scale CNN for 32x32 images (tests, benchmarks, CPU-minute runs; not a paper model)."""
+    return StridedCNN(num_classes, in_chans, widths=(32, 64), hidden=256, img_size=32)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 

@@ -250,7 +250,7 @@ def test_pregenerated_finetune_experiment_runs_one_batch(tmp_path, one_torch_thr
           *cli_args("mnist", tmp_path)[1:], "--data.init_args.checkpoint", source, "--model.init_weights", source,
           "--data.init_args.num_samples", "32", "--trainer.callbacks.attacks", attacks])
     assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 1
-    (result,) = json.loads(next((tmp_path / "run").rglob("robustness.json")).read_text())["evaluations"]
+    _, result = json.loads(next((tmp_path / "run").rglob("robustness.json")).read_text())["evaluations"]
     assert {row["attack"] for row in result["rows"]} >= {"fgsm", "worst_case"} and len(result["attacks"]) == 2
 
 

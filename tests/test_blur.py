@@ -314,8 +314,9 @@ def test_blur_yaml_instantiates_through_the_cli(tmp_path):
         args += ["--data", "datamodules.SyntheticDataModule", "--data.num_test", "8", "--data.num_train", "64",
                  "--data.batch_size", "16", "--data.val_size", "16"]
     main(args)
-    (robustness,) = json.loads((tmp_path / "robustness.json").read_text())["evaluations"]
-    assert any(a["label"].startswith("bpda(") for a in robustness["attacks"])
+    strong, sweep = json.loads((tmp_path / "robustness.json").read_text())["evaluations"]
+    assert all(a["label"].startswith("bpda(") for a in strong["attacks"])  # APGD-CE/-T through BPDA
+    assert any(a["label"].startswith("bpda(") for a in sweep["attacks"])
     (score,) = json.loads((tmp_path / "perturbation_score.json").read_text())["evaluations"]
     assert score["model"]["preprocessing"] == MEDIAN and score["num_samples"] == 8
 

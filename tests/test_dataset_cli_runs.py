@@ -42,9 +42,11 @@ def test_fit_one_batch_from_the_data_yaml(name, tmp_path):
     root = tmp_path / "run"
     main(["fit", "--config", str(REPO / "experiments" / "data" / f"{name}.yaml"), "--data.data_dir", str(data_dir),
           "--trainer.default_root_dir", str(root), *RUN, *extra])
-    (result,) = [e for f in root.rglob("robustness.json") for e in json.loads(f.read_text())["evaluations"]]
-    assert result["stage"] == "fit_end" and result["num_samples"] > 0
-    assert result["data"]["data_dir"] == str(data_dir)
+    results = [e for f in root.rglob("robustness.json") for e in json.loads(f.read_text())["evaluations"]]
+    assert len(results) == 2, "the YAML's APGD evaluation on a subset, then its sweep"
+    for result in results:
+        assert result["stage"] == "fit_end" and result["num_samples"] > 0
+        assert result["data"]["data_dir"] == str(data_dir)
 
 
 BASE_OPTIONS = ("augment:", "balance:", "split:", "in_memory:", "pin_memory:", "persistent_workers:",

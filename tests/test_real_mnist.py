@@ -7,9 +7,12 @@ from tests.conftest import REPO, SHARED_DATASETS, needs_mnist
 from tests.test_cli import csv_logger, evaluations
 from experiments.cli import main
 
+# the YAML's sweep alone (not its APGD evaluation), on 500 test images
+SWEEP = ('[{class_path: callbacks.RobustnessEvaluation, init_args: {attacks: [{name: pgd, steps: 40, alpha: 0.01}, '
+         '{name: fgsm}], epsilons: [0.1, 0.2, 0.3], num_samples: 500}}]')
 SHORT_RUN = ["--data.data_dir", str(SHARED_DATASETS), "--data.train_size", "12000", "--trainer.max_epochs", "3",
              "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
-             "--trainer.callbacks.num_samples", "500"]
+             "--trainer.callbacks", SWEEP]
 
 
 def robust_accuracy(objective: str, root) -> dict:

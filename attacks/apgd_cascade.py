@@ -1,12 +1,20 @@
-"""AutoAttack-style standard evaluation (Croce & Hein 2020): a cascade over still-correct points.
+"""Our AutoAttack-style cascade (``apgd_cascade``): not the reference AutoAttack.
 
 Components run one after another, each only on the points every earlier component
 failed on; per sample the first successful adversarial is kept, so the result is the
 per-sample worst case over the components.
 
+How it differs from the reference (``{name: autoattack}``, pyautoattack, Croce & Hein 2020):
+it has no FAB-T; APGD-CE, APGD-T and Square are our reimplementations (attacks/apgd.py,
+attacks/square.py), seeded from our generators, so per-sample results differ from the
+reference's even where robust accuracy agrees; Square is L-inf only. Its figures are
+labelled ``apgd_cascade(...)``, never "AutoAttack"; benchmarks/autoattack_validation.py
+compares it with the reference on trained models.
+
 - version "standard" (L-inf): APGD-CE (100 iterations), APGD-T (9 target classes,
   100 iterations each), Square (5000 queries). For L2 Square is left out (ours is L-inf
   only), so the L2 standard version is white-box only and says so in ``components()``.
+- version "apgd": APGD-CE then APGD-T as in "standard", without Square (the white-box part).
 - version "cheap": APGD-CE (20 iterations) then APGD-T (3 targets, 20 iterations): a
   strong attack affordable during training (``val_attack``).
 
@@ -32,6 +40,10 @@ VERSIONS = {
         {"name": "apgd_t", "n_iter": 100, "n_target_classes": 9},
         {"name": "square", "n_queries": 5000},
     ],
+    "apgd": [
+        {"name": "apgd_ce", "n_iter": 100},
+        {"name": "apgd_t", "n_iter": 100, "n_target_classes": 9},
+    ],
     "cheap": [
         {"name": "apgd_ce", "n_iter": 20},
         {"name": "apgd_t", "n_iter": 20, "n_target_classes": 3},
@@ -39,19 +51,21 @@ VERSIONS = {
 }
 
 
-@register_attack("autoattack")
-class AutoAttack(Attack):
-    """Cascade of APGD-CE, APGD-T and Square on still-correct points (see module docstring).
+@register_attack("apgd_cascade")
+class APGDCascade(Attack):
+    """Our cascade of APGD-CE, APGD-T and Square on still-correct points; not the reference
+    AutoAttack (see the module docstring for the differences).
 
-    eps: radius in pixel units (default 8/255); norm: "linf" or "l2"; version: "standard"
-    or "cheap".
+    eps: radius in pixel units (default 8/255); norm: "linf" or "l2"; version: "standard",
+    "apgd" or "cheap".
     """
 
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", version: str = "standard",
                  bn_mode: str = "eval", seed: int | None = None):
         super().__init__(eps, norm=norm, bn_mode=bn_mode, seed=seed)
         if version not in VERSIONS:
-            raise ValueError(f"autoattack: unknown version {version!r}; valid versions: {', '.join(VERSIONS)}")
+            raise ValueError(f"apgd_cascade: unknown version {version!r}; valid versions: {', '.join(VERSIONS)} "
+                             "(the reference AutoAttack is {name: autoattack})")
         self.version = version
 
     def components(self) -> list[dict]:

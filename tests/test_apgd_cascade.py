@@ -1,4 +1,4 @@
-"""The AutoAttack-style cascade: worst case over its components, black-box-only points flagged."""
+"""Our AutoAttack-style cascade (apgd_cascade, not the reference): worst case over its components, black-box-only points flagged."""
 from __future__ import annotations
 
 import pytest
@@ -22,7 +22,7 @@ def accuracy(model, x, y):
 def test_invariants(version, norm, eps, trained_toy):
     model, x, y = trained_toy
     x = with_boundary_pixels(x)
-    spec = {"name": "autoattack", "version": version, "norm": norm, "seed": 0}
+    spec = {"name": "apgd_cascade", "version": version, "norm": norm, "seed": 0}
     check_threat_model(create_attack({**spec, "eps": eps}), model, x, y)
     check_eps_zero_identity(lambda e: create_attack({**spec, "eps": e}), model, x, y)
     check_no_side_effects(create_attack({**spec, "eps": eps}), *toy_data(32))
@@ -30,7 +30,7 @@ def test_invariants(version, norm, eps, trained_toy):
 
 def test_cascade_is_at_most_each_component(trained_toy):
     model, x, y = trained_toy
-    cascade = create_attack({"name": "autoattack", "eps": 0.15, "version": "standard", "seed": 0})
+    cascade = create_attack({"name": "apgd_cascade", "eps": 0.15, "version": "standard", "seed": 0})
     cascade.components = lambda: [{**s, "n_iter": 20} if "n_iter" in s else {**s, "n_queries": 300}
                                   for s in type(cascade).components(cascade)]
     x_adv = cascade(model, x, y)
@@ -57,7 +57,7 @@ class MaskedGradients(nn.Module):
 def test_black_box_success_where_white_box_failed_is_flagged(trained_toy):
     model, x, y = trained_toy
     masked = MaskedGradients(model).eval()
-    cascade = create_attack({"name": "autoattack", "eps": 0.3, "version": "standard", "seed": 0})
+    cascade = create_attack({"name": "apgd_cascade", "eps": 0.3, "version": "standard", "seed": 0})
     cascade.components = lambda: [{**s, "n_iter": 10} if "n_iter" in s else {**s, "n_queries": 300}
                                   for s in type(cascade).components(cascade)]
     cascade(masked, x, y)
@@ -65,8 +65,8 @@ def test_black_box_success_where_white_box_failed_is_flagged(trained_toy):
 
 
 def test_unknown_version_lists_valid_ones():
-    with pytest.raises(ValueError, match="valid versions: standard, cheap"):
-        create_attack({"name": "autoattack", "version": "plus"})
+    with pytest.raises(ValueError, match="valid versions: standard, apgd, cheap"):
+        create_attack({"name": "apgd_cascade", "version": "plus"})
 
 
 def test_two_class_task_skips_apgd_t_and_still_attacks():
@@ -75,7 +75,7 @@ def test_two_class_task_skips_apgd_t_and_still_attacks():
     torch.manual_seed(0)
     model = ToyNet(num_classes=2).eval()
     x, y = toy_data(32, num_classes=2)
-    cascade = create_attack({"name": "autoattack", "eps": 0.3, "version": "cheap", "seed": 0})
+    cascade = create_attack({"name": "apgd_cascade", "eps": 0.3, "version": "cheap", "seed": 0})
     x_adv = check_threat_model(cascade, model, x, y)
     assert cascade.last_info["skipped"] == ["apgd_t"]
     assert accuracy(model, x_adv, y) <= accuracy(model, x, y)
