@@ -35,6 +35,12 @@ def toy_data(n=128, num_classes=4, size=8, seed=0):
     return x, y
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment for an advtrain subprocess: this one, without the W&B service that an
+    in-process run started (a subprocess joining it would share its runs: "run ID is in use")."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Attack tests run many tiny passes: one intra-op thread is much faster than two on a busy

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS
+from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, subprocess_env
 
 SYNTHETIC = ["--data", "datamodules.SyntheticDataModule", "--data.num_train", "256", "--data.num_test", "96",
              "--data.batch_size", "32", "--data.val_size", "32"]
@@ -110,7 +110,7 @@ def test_wandb_is_the_default_logger_and_runs_offline(tmp_path, monkeypatch):
 
 
 def _advtrain(args: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**subprocess_env(), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 from tests.test_cli import SYNTHETIC, csv_logger, evaluations
 
 # PGD-AT with random starts and no attack seed, augmentation, shuffling: every source of randomness
@@ -30,7 +29,7 @@ SWEEP = ["--trainer.callbacks+=callbacks.RobustnessEvaluation", "--trainer.callb
 
 
 def advtrain(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**subprocess_env(), "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "experiments.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 

@@ -3,7 +3,6 @@ name, lr, gallery; `advtrain evaluate` joins the training run's group and record
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 from tests.test_cli import SHORT, SYNTHETIC
 from tests.wandb_files import read_run
 
@@ -23,7 +22,7 @@ GALLERY = ["--trainer.callbacks+=callbacks.ImageGallery", "--trainer.callbacks.n
 
 
 def advtrain(args: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(cwd)}
+    env = {**subprocess_env(), "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(cwd)}
     env.pop("WANDB_API_KEY", None)
     proc = subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
