@@ -37,7 +37,6 @@ The base model is never modified.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
@@ -48,6 +47,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from attacks import as_float, attack_mode, create_attack
+from attacks.seeding import derive_seed
 from lightning_modules.classifier import OPTIMIZERS
 from lightning_modules.objectives import create_objective
 
@@ -118,8 +118,7 @@ class PostTrainConfig:
 def pair_seed(seed: int, a: int, b: int) -> int:
     """Seed of the fine-tune of the unordered pair {a, b}: a stable hash, the same on every process."""
     a, b = sorted((int(a), int(b)))
-    digest = hashlib.sha256(f"post-train:{seed}:{a}:{b}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return derive_seed("post-train", seed, a, b)
 
 
 def read_labels(dataset: Dataset) -> torch.Tensor:
