@@ -109,7 +109,7 @@ def test_gaussian_is_differentiable():
 
 
 def test_filter_options_are_checked_with_the_fix():
-    with pytest.raises(ValueError, match="valid: gaussian, median"):
+    with pytest.raises(ValueError, match="valid preprocessing layers: gaussian, median"):
         create_preprocessing({"name": "bilateral"})
     with pytest.raises(ValueError, match="valid options: window"):
         create_preprocessing({"name": "median", "sigma": 1})

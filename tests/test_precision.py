@@ -92,7 +92,7 @@ def test_composes_with_bpda(trained_toy):
 def test_objectives_look_through_the_wrapper():
     from lightning_modules.objectives import create_objective
 
-    trades = create_objective("trades", adversarial_fraction=1.0, beta=6.0)
+    trades = create_objective({"name": "trades", "beta": 6.0})
     trades.check_attack(create_attack({"name": "autocast", "attack": {"name": "pgd", "loss": "kl"}, "eps": EPS}))
     with pytest.raises(ValueError, match="use an attack with loss kl"):
         trades.check_attack(autocast())
