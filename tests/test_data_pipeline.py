@@ -357,7 +357,7 @@ def test_fashion_mnist_reads_raw_idx_files(tmp_path):
 def test_cifar100_reads_python_pickles(tmp_path):
     data = write_cifar100(tmp_path)
     dm = CIFAR100DataModule(str(tmp_path), download=False, val_size=10)
-    assert dm.num_classes == 100 and [a.key for a in dm.augmentations.augmentations] == ["crop", "flip"]
+    assert dm.num_classes == 100 and [a.name for a in dm.augmentations.augmentations] == ["crop", "flip"]
     x, y = _all_items(dm.dataset("test"))
     images, labels = data["test"]
     assert torch.equal(x, images.float() / 255) and torch.equal(y, labels)
