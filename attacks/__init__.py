@@ -1,7 +1,8 @@
 """Adversarial attacks on [0, 1] pixels: pure torch, no Lightning.
 
 ``attack = create_attack({"name": "pgd", "eps": 0.3, "steps": 40})``, then
-``x_adv = attack(model, x, y)``.
+``x_adv = attack(model, x, y)``. :class:`Registry` (attacks/registry.py) is the one registry
+the other packages use too (objectives, preprocessing, augmentations).
 """
 from attacks.apgd import APGD, APGDTargeted
 from attacks.apgd_cascade import APGDCascade
@@ -17,13 +18,13 @@ from attacks.precision import Autocast
 from attacks.reference_autoattack import ReferenceAutoAttack
 from attacks.square import SquareAttack
 from attacks.targeted import FGSMTargeted, L2IterativeTargeted
-from attacks.registry import (PROJECT_PACKAGES, attack_options, available_attacks, check_class_path, create_attack,
-                              register_attack)
+from attacks.registry import (ATTACKS, PROJECT_PACKAGES, Registry, attack_options, available_attacks, check_class_path,
+                              create_attack, register_attack, spec_name)
 
 __all__ = [
     "APGD", "APGDCascade", "APGDTargeted", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted",
     "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
-    "PROJECT_PACKAGES", "check_class_path",
+    "PROJECT_PACKAGES", "check_class_path", "ATTACKS", "Registry", "spec_name",
 ]

@@ -52,10 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import make_ball, per_sample
+from attacks.losses import margin_loss
+from attacks.norms import TINY, make_ball, per_sample
 from attacks.registry import register_attack
-
-_TINY = 1e-12
 
 # ---------------------------------------------------------------------------------
 # losses: per-sample, float32, larger = more adversarial
@@ -77,9 +76,7 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
     z = logits.float()
     _check_classes(z, 3, "DLR")
     z_sorted = z.sort(dim=1, descending=True).values
-    z_y = z.gather(1, y[:, None]).squeeze(1)
-    z_other = z.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-    return -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + _TINY)
+    return -margin_loss(z, y) / (z_sorted[:, 0] - z_sorted[:, 2] + TINY)
 
 
 def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,7 +86,7 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     z_sorted = z.sort(dim=1, descending=True).values
     z_y = z.gather(1, y[:, None]).squeeze(1)
     z_t = z.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (z_sorted[:, 0] - 0.5 * (z_sorted[:, 2] + z_sorted[:, 3]) + _TINY)
+    return -(z_y - z_t) / (z_sorted[:, 0] - 0.5 * (z_sorted[:, 2] + z_sorted[:, 3]) + TINY)
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": ce_loss, "dlr": dlr_loss}

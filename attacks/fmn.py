@@ -29,11 +29,10 @@ import torch
 from torch import nn
 
 from attacks.base import as_float
-from attacks.minimum_norm import MinimumNormAttack, logit_margin
-from attacks.norms import MEASURE_BALLS, l2_norms, make_ball, per_sample
+from attacks.losses import margin_loss
+from attacks.minimum_norm import MinimumNormAttack
+from attacks.norms import MEASURE_BALLS, TINY, l2_norms, make_ball, per_sample
 from attacks.registry import register_attack
-
-_TINY = 1e-12
 
 
 def cosine_annealing(start: float, end: float, step: int, steps: int) -> float:
@@ -108,7 +107,7 @@ class FMN(MinimumNormAttack):
             gamma = cosine_annealing(self.gamma_init, self.gamma_final, k, self.steps)
             x_adv.requires_grad_(True)
             logits = model(x_adv)
-            margin = logit_margin(logits, y)
+            margin = -margin_loss(logits, y)
             (grad,) = torch.autograd.grad(margin.sum(), x_adv)
             with torch.no_grad():
                 x_adv = x_adv.detach()
@@ -120,12 +119,12 @@ class FMN(MinimumNormAttack):
                 best_norm = torch.where(better, norm, best_norm)
                 best_adv = torch.where(per_sample(better, x), x_adv, best_adv)
                 found |= fooled
-                to_boundary = margin.abs().to(x.dtype) / ball.dual_norm(grad).clamp_min(_TINY)
+                to_boundary = margin.abs().to(x.dtype) / ball.dual_norm(grad).clamp_min(TINY)
                 epsilon = torch.where(
                     fooled, torch.minimum(epsilon * (1 - gamma), best_norm),
                     torch.where(found, epsilon * (1 + gamma), norm + to_boundary))
                 epsilon = torch.minimum(epsilon, largest)
-                step = grad / per_sample(l2_norms(grad).clamp_min(_TINY), grad)
+                step = grad / per_sample(l2_norms(grad).clamp_min(TINY), grad)
                 ball.eps = per_sample(epsilon, x)
                 x_adv = ball.project_around(x, x_adv + alpha * step)
         return self._finish(model, x, y, best_adv, best_norm)

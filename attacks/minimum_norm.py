@@ -40,18 +40,9 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, as_float
-from attacks.norms import MEASURE_BALLS, l2_norms, make_ball, per_sample
+from attacks.losses import margin_loss
+from attacks.norms import MEASURE_BALLS, TINY, l2_norms, make_ball, per_sample
 from attacks.registry import register_attack
-
-_TINY = 1e-12
-
-
-def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """max_{i != y} Z_i - Z_y per sample (float32): > 0 exactly when the model is fooled."""
-    logits = logits.float()
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf"))
-    return others.amax(1) - z_y
 
 
 class MinimumNormAttack(Attack):
@@ -142,7 +133,7 @@ class CarliniWagnerL2(_MinimumNormL2):
                              f"(got {lr}, {initial_const}, {confidence})")
 
     def _fooled(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (logits.argmax(1) != y) & (logit_margin(logits, y) >= self.confidence)
+        return (logits.argmax(1) != y) & (-margin_loss(logits, y) >= self.confidence)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -168,7 +159,7 @@ class CarliniWagnerL2(_MinimumNormL2):
                 x_adv = (torch.tanh(w) + 1) / 2
                 logits = model(x_adv).float()
                 dist_sq = (x_adv - x).flatten(1).float().pow(2).sum(1)
-                hinge = (-logit_margin(logits, y)).clamp(min=-self.confidence)
+                hinge = margin_loss(logits, y).clamp(min=-self.confidence)
                 loss = (dist_sq + const * hinge).sum()
                 (grad,) = torch.autograd.grad(loss, w)
                 with torch.no_grad():
@@ -234,7 +225,7 @@ class DeepFool(_MinimumNormL2):
         for j in range(others.shape[1]):
             f = logits.gather(1, others[:, j:j + 1]).squeeze(1) - z_y
             (w,) = torch.autograd.grad(f.sum(), x_adv, retain_graph=j < others.shape[1] - 1)
-            w_norm = l2_norms(w).float().clamp_min(_TINY)
+            w_norm = l2_norms(w).float().clamp_min(TINY)
             dist = f.detach().abs() / w_norm
             closer = dist < best_dist
             step = per_sample((dist + 1e-4) / w_norm, w).to(w.dtype) * w

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-_TINY = 1e-12
+TINY = 1e-12  # floor under a norm or a denominator (every attack uses this one)
 
 
 def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -67,17 +67,17 @@ class L2Ball:
     def random_point(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Uniform in the ball: Gaussian direction, radius eps * U^(1/d)."""
         direction = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-        direction = direction / (_per_sample_norm(direction) + _TINY)
+        direction = direction / (_per_sample_norm(direction) + TINY)
         dims = like[0].numel()
         u = torch.rand((like.shape[0],), generator=generator, device=like.device, dtype=like.dtype)
         radius = self.eps * u.pow(1.0 / dims)
         return direction * per_sample(radius, like)
 
     def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:
-        return alpha * grad / (_per_sample_norm(grad) + _TINY)
+        return alpha * grad / (_per_sample_norm(grad) + TINY)
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
-        factor = (self.eps / (_per_sample_norm(delta) + _TINY)).clamp(max=1.0)
+        factor = (self.eps / (_per_sample_norm(delta) + TINY)).clamp(max=1.0)
         return delta * factor
 
     def norm(self, delta: torch.Tensor) -> torch.Tensor:

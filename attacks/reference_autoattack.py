@@ -24,7 +24,6 @@ entry of :data:`REFERENCE_CHECKS`); the sweep turns them into evaluation warning
 from __future__ import annotations
 
 import logging
-import secrets
 import warnings
 
 import torch
@@ -144,7 +143,8 @@ class ReferenceAutoAttack(Attack):
         if self.version in ("standard", "plus") and n_classes < 4:
             raise ValueError(f"autoattack {self.version}: the reference's targeted attacks need at least 4 classes, "
                              f"the model has {n_classes}; use {{name: apgd_cascade}} or apgd_ce for this task")
-        seed = self.seed if self.seed is not None else secrets.randbits(31)
+        # unseeded: the seed Attack.__call__ drew from torch's global generator (seed_everything reaches it)
+        seed = self.seed if self.seed is not None else self._call_seed % 2**31
         devices = [x.device] if x.device.type == "cuda" else []
         handler, logger = _Collect(), logging.getLogger("auto-attack")
         propagate = logger.propagate

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, as_float
+from attacks.losses import margin_loss
 from attacks.norms import make_ball
 from attacks.registry import register_attack
 
@@ -84,14 +85,6 @@ def square_side(p: float, height: int, width: int) -> int:
     """
     side = int(round(math.sqrt(p * height * width)))
     return min(max(side, 1), max(min(height, width) - 1, 1))
-
-
-def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``z_y - max_{i != y} z_i`` per sample, in float32 (negative means misclassified)."""
-    logits = logits.float()
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return z_y - z_other
 
 
 @register_attack("square")

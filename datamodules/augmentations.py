@@ -20,30 +20,26 @@ from typing import Any, Callable, ClassVar, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from attacks import Registry
+
 AugmentSpec = Union[str, dict[str, Any]]
-AUGMENTATIONS: dict[str, type["Augmentation"]] = {}
 PADDING_MODES = ("zeros", "border", "reflection")
-
-
-def register(name: str) -> Callable[[type], type]:
-    def add(cls: type) -> type:
-        cls.key = name
-        AUGMENTATIONS[name] = dataclasses.dataclass(cls)
-        return AUGMENTATIONS[name]
-    return add
 
 
 class Augmentation:
     """Base: ``transform`` augments every sample of a batch; ``__call__`` keeps each
-    sample's augmented version with probability ``p``."""
+    sample's augmented version with probability ``p``. Options are checked on construction."""
 
-    key: ClassVar[str]  # the registry name
+    name: ClassVar[str]  # the registry name
     p: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         """Raise ValueError for out-of-range options (subclasses add theirs)."""
         if not 0 <= self.p <= 1:
-            raise ValueError(f"{self.key}: p={self.p} must be in [0, 1]")
+            raise ValueError(f"{self.name}: p={self.p} must be in [0, 1]")
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -54,6 +50,14 @@ class Augmentation:
             return out
         keep = torch.rand(x.shape[0], device=x.device) < self.p
         return torch.where(keep.view(-1, 1, 1, 1), out, x)
+
+
+AUGMENTATIONS = Registry("augmentation", base=Augmentation)
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: an Augmentation subclass as a dataclass (its options are its fields), under ``name``."""
+    return lambda cls: AUGMENTATIONS.register(name)(dataclasses.dataclass(cls))
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -68,7 +72,7 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, padding_mode: str) -> torch.T
 
 def _check_padding_mode(aug: Augmentation, mode: str) -> None:
     if mode not in PADDING_MODES:
-        raise ValueError(f"{aug.key}: padding_mode={mode!r}; valid: {', '.join(PADDING_MODES)}")
+        raise ValueError(f"{aug.name}: padding_mode={mode!r}; valid: {', '.join(PADDING_MODES)}")
 
 
 @register("crop")
@@ -203,20 +207,7 @@ class Compose:
         return f"Compose({self.augmentations})"
 
 
-def create_augmentation(spec: AugmentSpec) -> Augmentation:
-    """One augmentation from ``"flip"`` or ``{name: rotation, degrees: 15, ...}``."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = spec.pop("name", None)
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
-    cls = AUGMENTATIONS[name]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(spec) - set(fields))
-    if unknown:
-        raise ValueError(f"augmentation {name!r} has no option {', '.join(unknown)}; valid: {', '.join(fields)}")
-    aug = cls(**spec)
-    aug.check()
-    return aug
+create_augmentation = AUGMENTATIONS.create  # ``"flip"`` | ``{name: rotation, degrees: 15, ...}`` -> the Augmentation
 
 
 def create_augmentations(specs: Sequence[AugmentSpec]) -> Compose:

@@ -1,5 +1,6 @@
 """``advtrain``: the suite's LightningCLI (fit | validate | test | predict | evaluate | transfer_matrix),
-and ``advtrain compare`` (experiments/compare.py: a leaderboard over run folders; no model or data).
+``advtrain compare`` (experiments/compare.py: a leaderboard over run folders; no model or data) and
+``advtrain list [attacks|objectives|preprocessing|augmentations]`` (the registered names and their options).
 
     advtrain fit --config experiments/mnist_pgd_at.yaml
     advtrain fit --config experiments/mnist_pgd_at.yaml --trainer.devices 4 --trainer.strategy ddp
@@ -27,6 +28,7 @@ from experiments.tracking import configure_wandb_logger, resolve_last_checkpoint
 from experiments.wandb_runs import declare_model_artifact, nested_config, training_run_of
 from lightning_modules import AdversarialClassifier
 from lightning_modules.checkpoints import read_checkpoint
+from lightning_modules.classifier import upgrade_hparams
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate", "transfer_matrix")
@@ -60,8 +62,19 @@ class AdvTrainCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         if config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config, continue_run=subcommand == "fit")
-        if config.get("ckpt_path"):  # checked before LightningCLI reads its hyperparameters (and imports their class_path)
-            read_checkpoint(config.get("ckpt_path"))
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's step that puts a ``--ckpt_path``'s model hyperparameters into the config, here
+        through read_checkpoint (checked before any class_path in it is imported) and with an older
+        checkpoint's flat objective settings folded into its objective spec (upgrade_hparams)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path:
+            return
+        hparams = upgrade_hparams(read_checkpoint(path).get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "mean", "std"):
@@ -96,12 +109,30 @@ class AdvTrainCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = after_evaluate = after_transfer_matrix = _after
 
 
+def list_components(kinds: list[str]) -> str:
+    """``advtrain list [kind ...]``: each registry's names, options and defaults (all registries by default)."""
+    from attacks import ATTACKS
+    from datamodules.augmentations import AUGMENTATIONS
+    from lightning_modules.objectives import OBJECTIVES
+    from lightning_modules.preprocessing import PREPROCESSING
+
+    registries = {"attacks": ATTACKS, "objectives": OBJECTIVES, "preprocessing": PREPROCESSING,
+                  "augmentations": AUGMENTATIONS}
+    unknown = [k for k in kinds if k not in registries]
+    if unknown:
+        raise SystemExit(f"advtrain list: unknown kind(s) {unknown}; valid: {', '.join(registries)}")
+    return "\n\n".join(registries[k].describe() for k in kinds or registries)
+
+
 def main(args=None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["compare"]:  # needs no model or data: not a LightningCLI subcommand
         from experiments.compare import main as compare_main
 
         compare_main(argv[1:])
+        return
+    if argv[:1] == ["list"]:
+        print(list_components(argv[1:]))
         return
     AdvTrainCLI(
         AdversarialClassifier,
@@ -115,7 +146,8 @@ def main(args=None) -> None:
         parser_kwargs={
             "description": "advtrain: adversarial training and robustness evaluation (PyTorch Lightning). "
                            "Start from an experiment: advtrain fit --config experiments/mnist_pgd_at.yaml. "
-                           "Leaderboard of many runs: advtrain compare --help",
+                           "Leaderboard of many runs: advtrain compare --help. Attacks, objectives, "
+                           "preprocessing and augmentations by name, with their options: advtrain list",
             **{cmd: {"default_config_files": [str(DEFAULTS)]} for cmd in SUBCOMMANDS},
         },
         args=args,

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from attacks import spec_name
 from callbacks.plots import new_figure, plot_curves
 from callbacks.summary import attack_key, attack_keys
 
@@ -72,7 +73,7 @@ def result_files(paths: Iterable[str]) -> list[Path]:
 
 
 def _defence(model: dict[str, Any]) -> str:
-    objective = model.get("objective") or "clean"
+    objective = spec_name(model.get("objective"), "clean")
     text = objective
     attack = model.get("attack")
     if attack and objective != "clean":
@@ -103,7 +104,7 @@ def entry_from_result(result: dict[str, Any], path: Path) -> Optional[Entry]:
     step = prov.get("checkpoint", {}).get("global_step", result.get("global_step"))
     identity = prov.get("checkpoint", {}).get("fingerprint") or f"{path.parent}@{step}"
     common = dict(run=run, dataset=dataset, backbone=str(model.get("backbone", "")),
-                  objective=str(model.get("objective", "")),
+                  objective=spec_name(model.get("objective")),
                   n=result.get("num_samples"), date=_date(result, path), step=step, source=str(path))
     if result.get("evaluation") == "non-adaptive":  # post-train: the defended model's numbers
         eps = float(result["attack"]["eps"])
@@ -156,7 +157,7 @@ def entries_from_wandb(project: str) -> list[Entry]:
         entries.append(Entry(group=(dataset, "test", norm, tuple(sorted({e for _, e in acc}))), identity=str(run.id),
                              run=run.name, defence=_defence(model), dataset=dataset,
                              backbone=str(model.get("backbone", "")),
-                             objective=str(model.get("objective", "")), clean=float(summary["clean"]), acc=acc,
+                             objective=spec_name(model.get("objective")), clean=float(summary["clean"]), acc=acc,
                              date=str(run.created_at)[:16].replace("T", " "), source=run.url))
     return entries
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_info
 
+from attacks import spec_name
+
 from experiments.wandb_runs import wandb_run_settings
 
 
@@ -37,7 +39,7 @@ def run_labels(config: Any) -> tuple[str, list[str]]:
     data = _get(config, "data")
     dataset = str(_get(data, "class_path", "data")).rsplit(".", 1)[-1].replace("DataModule", "")
     model = _get(config, "model")
-    objective = _get(model, "objective", "clean")
+    objective = spec_name(_get(model, "objective"), "clean")
     attack = _get(model, "attack")
     tags = [f"objective:{objective}", f"dataset:{dataset}", f"backbone:{_get(model, 'backbone')}"]
     if attack:

@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from attacks import spec_name
+
 
 def _get(ns: Any, key: str, default=None):
     if ns is None:
@@ -79,12 +81,12 @@ def experiment_name(config: Any) -> str:
     if files:
         return files[0].stem
     dataset = _short(_get(_get(config, "data"), "class_path", "data")).replace("DataModule", "").lower()
-    return f"{dataset}_{_get(_get(config, 'model'), 'objective', 'clean')}"
+    return f"{dataset}_{spec_name(_get(_get(config, 'model'), 'objective'), 'clean')}"
 
 
 def run_name(config: Any, subcommand: Optional[str]) -> str:
     model = _get(config, "model")
-    parts = [experiment_name(config), str(_get(model, "objective", "clean"))]
+    parts = [experiment_name(config), spec_name(_get(model, "objective"), "clean")]
     attack = _get(model, "attack")
     if attack and parts[1] != "clean":
         parts += [str(_get(attack, "name", "attack")), f"eps{_get(attack, 'eps', '')}"]

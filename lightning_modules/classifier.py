@@ -9,7 +9,7 @@ else and loads with ``weights_only=True``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -18,17 +18,31 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from attacks import Attack, create_attack
+from attacks import Attack, create_attack, spec_name
 from attacks.seeding import derive_seed, run_seed
 from lightning_modules.backbones import create_backbone
 from lightning_modules.checkpoints import check_fits, read_checkpoint
 from lightning_modules.normalization import Normalize
-from lightning_modules.objectives import create_objective
+from lightning_modules.objectives import OBJECTIVES, create_objective
 from lightning_modules.preprocessing import create_preprocessing
 from lightning_modules.schedules import LR_SCHEDULES, lr_factor, ramp, training_progress
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 KINDS = ("clean", "adv")
+# objective settings an older advtrain stored flat beside the objective's name (before objective specs)
+LEGACY_OBJECTIVE_OPTIONS = ("adversarial_fraction", "beta")
+
+
+def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """An older checkpoint's hyperparameters with its flat objective settings (``objective: trades,
+    beta: 6``) folded into the objective spec (``objective: {name: trades, beta: 6}``)."""
+    hparams = dict(hparams)
+    flat = {k: hparams.pop(k) for k in LEGACY_OBJECTIVE_OPTIONS if k in hparams}
+    if flat:
+        name = spec_name(hparams.get("objective"), "clean")
+        valid = OBJECTIVES.options(name)
+        hparams["objective"] = {"name": name, **{k: v for k, v in flat.items() if k in valid}}
+    return hparams
 
 
 class AdversarialClassifier(pl.LightningModule):
@@ -40,9 +54,10 @@ class AdversarialClassifier(pl.LightningModule):
         preprocessing: optional blur defence in front of the normaliser, applied in training,
             evaluation, attacks and exports: ``{name: gaussian, sigma: 1.0}`` or
             ``{name: median, window: 3}`` (see :mod:`lightning_modules.preprocessing`).
-        objective: ``clean`` | ``adversarial`` | ``mixed`` | ``trades`` | ``mart``.
+        objective: the training objective as a spec: ``clean`` | ``adversarial`` |
+            ``{name: mixed, adversarial_fraction: 0.5}`` | ``{name: trades, beta: 6}`` |
+            ``{name: mart, beta: 6}`` (see :mod:`lightning_modules.objectives`; ``advtrain list``).
         attack: training attack as ``{name: pgd, eps: 0.3, steps: 40, ...}`` (pixel units).
-        adversarial_fraction: share of each batch attacked by ``mixed``.
         eps_warmup: fraction of training over which the training attack's eps ramps
             linearly from 0 to its value (0 = no ramp).
         val_attack: attack for the adversarial validation metrics (default: ``attack``).
@@ -50,7 +65,6 @@ class AdversarialClassifier(pl.LightningModule):
         lr_schedule: constant|cosine|linear|multistep over training progress (steps or
             ``max_time``, whichever runs out first); lr_warmup: warm-up fraction;
             milestones: progress fractions where multistep divides the lr by 10.
-        beta: weight of the KL robustness term of ``trades`` and ``mart`` (6 in both papers).
         init_weights: an advtrain checkpoint whose weights initialise the network when
             fitting starts (fine-tuning); resuming with ``--ckpt_path`` still wins.
     """
@@ -62,9 +76,8 @@ class AdversarialClassifier(pl.LightningModule):
         mean: tuple[float, ...] = (0.0,),
         std: tuple[float, ...] = (1.0,),
         preprocessing: Optional[dict[str, Any]] = None,
-        objective: str = "clean",
+        objective: Union[str, dict[str, Any]] = "clean",
         attack: Optional[dict[str, Any]] = None,
-        adversarial_fraction: float = 0.5,
         eps_warmup: float = 0.0,
         val_attack: Optional[dict[str, Any]] = None,
         optimizer: str = "sgd",
@@ -75,7 +88,6 @@ class AdversarialClassifier(pl.LightningModule):
         lr_schedule: str = "cosine",
         lr_warmup: float = 0.0,
         milestones: tuple[float, ...] = (0.5, 0.75),
-        beta: float = 6.0,
         init_weights: Optional[str] = None,
     ):
         super().__init__()
@@ -90,12 +102,8 @@ class AdversarialClassifier(pl.LightningModule):
             normalize=Normalize(mean, std),
             backbone=create_backbone(backbone, num_classes=num_classes, in_chans=len(mean)),
         ))
-        self.objective = create_objective(objective, adversarial_fraction, beta)
         self.attack: Attack | None = create_attack(attack) if attack else None
-        if self.objective.needs_attack and self.attack is None:
-            raise ValueError(f"objective {objective!r} needs model.attack, e.g. {{name: pgd, eps: 0.3, steps: 10}}")
-        if self.attack is not None:
-            self.objective.check_attack(self.attack)
+        self._set_objective(objective)
         self._attack_eps = self.attack.eps if self.attack is not None else 0.0  # eps_warmup ramps up to this
         # a separate instance: the training attack's eps is ramped by eps_warmup
         self.val_attack: Attack | None = create_attack(val_attack or attack) if (val_attack or attack) else None
@@ -119,9 +127,20 @@ class AdversarialClassifier(pl.LightningModule):
         if stage == "fit" and self.hparams.init_weights:
             self.load_network_weights(self.hparams.init_weights)
 
+    def _set_objective(self, spec: Union[str, dict[str, Any]]) -> None:
+        self.objective = create_objective(spec)
+        if self.objective.needs_attack and self.attack is None:
+            raise ValueError(f"objective {spec_name(spec)!r} needs model.attack, e.g. {{name: pgd, eps: 0.3, steps: 10}}")
+        if self.attack is not None:
+            self.objective.check_attack(self.attack)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A restored checkpoint must have been made for this model's data (classes, channels)."""
+        """A restored checkpoint must have been made for this model's data (classes, channels); an
+        older one's flat objective settings (Lightning drops them on load) become its objective spec."""
         saved = checkpoint.get("hyper_parameters", {})
+        if any(k in saved for k in LEGACY_OBJECTIVE_OPTIONS):
+            self.hparams.objective = upgrade_hparams(saved)["objective"]
+            self._set_objective(self.hparams.objective)
         mine = (self.hparams.num_classes, len(self.hparams.mean))
         theirs = (saved.get("num_classes", mine[0]), len(saved.get("mean", self.hparams.mean)))
         if theirs != mine:

@@ -15,7 +15,9 @@ model with the configured attack (pixel units, its own threat model).
   strongest wrong class k) + beta * KL(f(x) || f(x_adv)) * (1 - p_y(x)), x_adv from the
   attack (cross-entropy PGD in the paper).
 
-KL terms are per sample, summed over classes and averaged over the batch.
+KL terms are per sample, summed over classes and averaged over the batch. An objective is
+configured as a spec like the attacks: ``objective: {name: trades, beta: 6}`` (a bare name
+uses the defaults).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks import Attack, attack_mode
+from attacks import Attack, Registry, attack_mode
 
 
 @dataclass
@@ -42,6 +44,8 @@ def _clean_logits_for_logging(model: nn.Module, x: torch.Tensor) -> torch.Tensor
 
 
 class Objective:
+    """Base: ``__call__(model, attack, x, y)`` returns the loss and the logits seen."""
+
     needs_attack = False
 
     def check_attack(self, attack: Attack) -> None:
@@ -51,13 +55,22 @@ class Objective:
         raise NotImplementedError
 
 
+OBJECTIVES = Registry("objective", base=Objective)
+
+
+@OBJECTIVES.register("clean")
 class Clean(Objective):
+    """Cross-entropy on clean images."""
+
     def __call__(self, model, attack, x, y):
         logits = model(x)
         return ObjectiveOutput(F.cross_entropy(logits, y), {"clean": (logits, y)})
 
 
+@OBJECTIVES.register("adversarial")
 class Adversarial(Objective):
+    """Cross-entropy on the attack's x_adv only (Madry et al. 2017)."""
+
     needs_attack = True
 
     def __call__(self, model, attack, x, y):
@@ -67,7 +80,10 @@ class Adversarial(Objective):
         return ObjectiveOutput(F.cross_entropy(logits, y), {"adv": (logits, y), "clean": (clean, y)})
 
 
+@OBJECTIVES.register("mixed")
 class Mixed(Objective):
+    """A share ``adversarial_fraction`` of each batch replaced by its x_adv (Goodfellow et al. 2014: 0.5)."""
+
     needs_attack = True
 
     def __init__(self, adversarial_fraction: float = 0.5):
@@ -94,7 +110,10 @@ def _kl_per_sample(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torc
     return F.kl_div(adv_log_probs, clean_log_probs, reduction="none", log_target=True).sum(dim=1)
 
 
+@OBJECTIVES.register("trades")
 class Trades(Objective):
+    """CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv from an attack ascending that KL (Zhang et al. 2019)."""
+
     needs_attack = True
 
     def __init__(self, beta: float = 6.0):
@@ -114,7 +133,10 @@ class Trades(Objective):
         return ObjectiveOutput(loss, {"clean": (clean, y), "adv": (adv, y)})
 
 
+@OBJECTIVES.register("mart")
 class Mart(Objective):
+    """Boosted CE on x_adv + beta * KL(f(x) || f(x_adv)) * (1 - p_y(x)) (Wang et al. 2020)."""
+
     needs_attack = True
 
     def __init__(self, beta: float = 6.0):
@@ -131,15 +153,4 @@ class Mart(Objective):
         return ObjectiveOutput(boosted_ce + self.beta * robust, {"clean": (clean, y), "adv": (adv, y)})
 
 
-OBJECTIVES = {"clean": Clean, "adversarial": Adversarial, "mixed": Mixed, "trades": Trades, "mart": Mart}
-
-
-def create_objective(name: str, adversarial_fraction: float = 0.5, beta: float = 6.0) -> Objective:
-    """An objective by name; ``adversarial_fraction`` is used by mixed, ``beta`` by trades and mart."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
-    if name == "mixed":
-        return Mixed(adversarial_fraction)
-    if name in ("trades", "mart"):
-        return OBJECTIVES[name](beta)
-    return OBJECTIVES[name]()
+create_objective = OBJECTIVES.create  # ``{name: trades, beta: 6}`` | ``"clean"`` | an Objective -> the Objective

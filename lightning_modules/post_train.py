@@ -72,9 +72,9 @@ class PostTrainConfig:
     samples_per_class: training images of each of the two classes per fine-tuning step.
     steps, lr, optimizer (sgd | adam | adamw), momentum, nesterov, weight_decay: the
         fine-tuning (authors: 50 steps of SGD, lr 0.001, Nesterov momentum 0.9).
-    objective: ``clean`` (cross-entropy on the training images, the paper's method),
-        ``adversarial`` (on ``train_attack`` examples of them, the authors' "adv"
-        variant), or any other training objective of lightning_modules.objectives.
+    objective: a training objective spec: ``clean`` (cross-entropy on the training images, the
+        paper's method), ``adversarial`` (on ``train_attack`` examples of them, the authors'
+        "adv" variant), or any other of lightning_modules.objectives (``{name: trades, beta: 6}``).
     restrict_to_pair: answer y' or y'' only (else the fine-tuned copy's argmax).
     bn_mode: BatchNorm during fine-tuning, ``eval`` (frozen statistics) or ``train``.
     cache_size: fine-tuned pairs kept (LRU); 0 = one fine-tune per input.
@@ -89,7 +89,7 @@ class PostTrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
-    objective: str = "clean"
+    objective: Union[str, dict[str, Any]] = "clean"
     train_attack: AttackSpec = field(default_factory=lambda: dict(TRAIN_ATTACK))
     restrict_to_pair: bool = True
     bn_mode: str = "eval"

@@ -13,7 +13,6 @@ device but add nothing to the state_dict (the filter is rebuilt from the hyperpa
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Mapping, Optional
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks import as_float
+from attacks import Registry, as_float
 
 
 def _check_fits(x: torch.Tensor, pad: int, what: str) -> None:
@@ -30,6 +29,10 @@ def _check_fits(x: torch.Tensor, pad: int, what: str) -> None:
                          f"got {tuple(x.shape[-2:])}; use a smaller filter")
 
 
+PREPROCESSING = Registry("preprocessing", plural="preprocessing layers", base=nn.Module)
+
+
+@PREPROCESSING.register("gaussian")
 class GaussianBlur(nn.Module):
     """Separable Gaussian filter, K(x, y) ~ exp(-(x^2 + y^2) / (2 sigma^2)), normalised to sum 1.
 
@@ -86,6 +89,7 @@ class _MedianStraightThrough(torch.autograd.Function):
         return grad, None
 
 
+@PREPROCESSING.register("median")
 class MedianBlur(nn.Module):
     """Median filter over ``window`` x ``window`` pixels (odd window; 1 = identity).
 
@@ -110,21 +114,6 @@ class MedianBlur(nn.Module):
         return f"window={self.window}, straight_through={self.straight_through}"
 
 
-PREPROCESSING = {"gaussian": GaussianBlur, "median": MedianBlur}
-
-
 def create_preprocessing(spec: "str | Mapping[str, Any] | None") -> Optional[nn.Module]:
     """``{name: gaussian, sigma: 1.0}`` | ``{name: median, window: 3}`` | None -> the layer (or None)."""
-    if spec is None:
-        return None
-    options = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = options.pop("name", None)
-    if name not in PREPROCESSING:
-        raise ValueError(f"unknown preprocessing {name!r}; valid: {', '.join(PREPROCESSING)} "
-                         "(e.g. {name: gaussian, sigma: 1.0} or {name: median, window: 3})")
-    cls = PREPROCESSING[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for preprocessing {name!r}; valid options: {', '.join(valid)}")
-    return cls(**options)
+    return None if spec is None else PREPROCESSING.create(spec)

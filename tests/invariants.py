@@ -1,4 +1,5 @@
-"""Checks every attack must pass, as functions, so each attack's tests can call them.
+"""Checks every attack must pass (run over the whole registry by test_attack_conformance.py; also
+called by attack-specific tests).
 
 - ``with_boundary_pixels``: inputs on the edge of [0, 1], where clipping matters.
 - ``check_threat_model``: output shaped like x, inside [0, 1] and inside the eps-ball.

@@ -1,4 +1,4 @@
-"""Auto-PGD (Croce & Hein 2020): invariants, schedule, DLR loss, strength against PGD."""
+"""Auto-PGD (Croce & Hein 2020): schedule, DLR loss, strength against PGD (invariants: test_attack_conformance.py)."""
 from __future__ import annotations
 
 import math
@@ -11,28 +11,8 @@ import attacks.apgd  # noqa: F401  (registers apgd_ce and apgd_t)
 from attacks import create_attack
 from attacks.apgd import APGD, APGDTargeted, apgd_checkpoints, dlr_loss, dlr_targeted_loss
 from tests.conftest import toy_data
-from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels
-
-# radii at which the trained toy model is partly, not wholly, robust
-EPS = {"linf": 0.2, "l2": 1.5}
-N_ITER = 10  # short runs keep the invariant checks fast; the schedule has checkpoints 0, 3, 5, 6, 7, 8, 9, 10
-SPECS = [
-    {"name": "apgd_ce", "loss": loss, "norm": norm} for norm in ("linf", "l2") for loss in ("ce", "dlr")
-] + [{"name": "apgd_t", "norm": norm} for norm in ("linf", "l2")] + [
-    {"name": "apgd_ce", "norm": "linf", "n_restarts": 2},
-    {"name": "apgd_t", "norm": "l2", "n_restarts": 2, "n_target_classes": 2},
-]
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def build(spec, **overrides):
-    return create_attack({"eps": EPS[spec.get("norm", "linf")], "n_iter": N_ITER, **spec, **overrides})
-
-
-def ids(spec):
-    return "-".join(f"{v}" for v in spec.values())
 
 
 def accuracy(model, x, y):
@@ -53,37 +33,6 @@ def test_registry_names_and_classes():
     for name in ("apgd_ce", "apgd_t"):
         attack = create_attack({"name": name, "norm": "l2", "eps": 0.5, "seed": 1})
         assert create_attack(attack.config()).config() == attack.config()
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=ids)
-def test_output_inside_ball_and_pixel_range(spec, trained_toy):
-    model, x, y = trained_toy
-    x = with_boundary_pixels(x)
-    x_adv = check_threat_model(build(spec), model, x, y)
-    assert (x_adv != x).any(), "the attack moved no input at all"
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=ids)
-def test_eps_zero_returns_the_input(spec, trained_toy):
-    model, x, y = trained_toy
-    check_eps_zero_identity(lambda eps: build(spec, eps=eps), model, x, y)
-
-
-@pytest.mark.parametrize("bn_mode", ["eval", "train"])
-@pytest.mark.parametrize("spec", SPECS, ids=ids)
-def test_no_side_effects_on_the_model(spec, bn_mode):
-    x, y = toy_data(32)
-    check_no_side_effects(build(spec, bn_mode=bn_mode), x, y)
-
-
-@pytest.mark.parametrize("spec", SPECS[:: len(SPECS) - 1] + [SPECS[4]], ids=ids)
-def test_seed_reproduces_the_attack(spec, trained_toy):
-    model, x, y = trained_toy
-    a = build(spec, seed=3)(model, x, y)
-    b = build(spec, seed=3)(model, x, y)
-    c = build(spec, seed=4)(model, x, y)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
 
 
 def test_unknown_loss_lists_the_valid_ones():

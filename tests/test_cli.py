@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-from experiments.cli import main
+from experiments.cli import list_components, main
+from lightning_modules import AdversarialClassifier
 from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, subprocess_env
 
 SYNTHETIC = ["--data", "datamodules.SyntheticDataModule", "--data.num_train", "256", "--data.num_test", "96",
@@ -55,6 +58,36 @@ def test_fit_each_objective_on_synthetic_data(objective, attack, tmp_path):
     assert result["num_samples"] == 96 and result["stage"] == "fit_end"
     assert (next(tmp_path.rglob("config.yaml"))).read_text().count(f"objective: {objective}") == 1
     assert list(tmp_path.rglob("*.ckpt")), "fit saved no checkpoint"
+
+
+def test_objective_spec_and_an_older_checkpoints_flat_settings(tmp_path):
+    """``objective: {name: mixed, adversarial_fraction: 0.25}`` trains; a checkpoint holding the settings flat
+    beside the name (``objective: mixed, adversarial_fraction: 0.25, beta: 6``, before specs) still loads."""
+    main(["fit", *SYNTHETIC, *SHORT, *csv_logger(tmp_path / "fit"), "--model.backbone", "mnist_small",
+          "--model.objective", "{name: mixed, adversarial_fraction: 0.25}", "--model.attack", '{"name": "fgsm", "eps": 0.1}'])
+    saved = torch.load(next((tmp_path / "fit").rglob("last.ckpt")), weights_only=True)
+    assert saved["hyper_parameters"]["objective"] == {"name": "mixed", "adversarial_fraction": 0.25}
+    saved["hyper_parameters"].update(objective="mixed", adversarial_fraction=0.25, beta=6.0)
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(saved, legacy)
+    main(["test", *SYNTHETIC, *csv_logger(tmp_path / "test"), "--trainer.enable_progress_bar", "false",
+          "--ckpt_path", str(legacy)])
+    config = yaml.safe_load(next((tmp_path / "test").rglob("config.yaml")).read_text())
+    assert config["model"]["objective"] == {"name": "mixed", "adversarial_fraction": 0.25}
+    loaded = AdversarialClassifier.load_from_checkpoint(legacy, weights_only=True)
+    assert loaded.objective.adversarial_fraction == 0.25
+    assert loaded.hparams.objective == {"name": "mixed", "adversarial_fraction": 0.25}
+
+
+def test_list_shows_every_registry_with_options_and_defaults(capsys):
+    main(["list"])
+    printed = capsys.readouterr().out
+    for line in ("pgd(eps=", "steps=10", "trades(beta=6.0)", "mixed(adversarial_fraction=0.5)", "median(window=3)",
+                 "rotation(degrees=15.0, padding_mode='zeros', p=1.0)"):
+        assert line in printed, line
+    assert list_components(["objectives"]).startswith("objectives:") and "pgd(" not in list_components(["objectives"])
+    with pytest.raises(SystemExit, match="unknown kind.*valid: attacks, objectives, preprocessing, augmentations"):
+        main(["list", "backbones"])
 
 
 def test_print_config_composes_config_files(tmp_path, capsys):

@@ -165,9 +165,9 @@ def test_crop_shifts_pixels_and_fills_zeros():
 
 
 def test_augmentation_spec_errors_list_the_valid_choices():
-    with pytest.raises(ValueError, match="valid: crop, flip, rotation, scale, brightness, noise"):
+    with pytest.raises(ValueError, match="valid augmentations: brightness, crop, flip, noise, rotation, scale"):
         create_augmentation({"name": "rotate"})
-    with pytest.raises(ValueError, match=r"no option angle; valid: degrees, padding_mode, p"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['angle'\] for augmentation 'rotation'; valid options: degrees, padding_mode, p"):
         create_augmentation({"name": "rotation", "angle": 3})
     with pytest.raises(ValueError, match="p=1.5"):
         create_augmentation({"name": "flip", "p": 1.5})
@@ -357,7 +357,7 @@ def test_fashion_mnist_reads_raw_idx_files(tmp_path):
 def test_cifar100_reads_python_pickles(tmp_path):
     data = write_cifar100(tmp_path)
     dm = CIFAR100DataModule(str(tmp_path), download=False, val_size=10)
-    assert dm.num_classes == 100 and [a.key for a in dm.augmentations.augmentations] == ["crop", "flip"]
+    assert dm.num_classes == 100 and [a.name for a in dm.augmentations.augmentations] == ["crop", "flip"]
     x, y = _all_items(dm.dataset("test"))
     images, labels = data["test"]
     assert torch.equal(x, images.float() / 255) and torch.equal(y, labels)

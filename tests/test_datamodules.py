@@ -68,7 +68,7 @@ def test_image_folder_missing_split_is_clear(tmp_path):
 
 def test_cifar_default_augmentation_is_crop_and_flip(tmp_path):
     dm = CIFAR10DataModule(str(tmp_path), download=False)
-    assert [a.key for a in dm.augmentations.augmentations] == ["crop", "flip"]
+    assert [a.name for a in dm.augmentations.augmentations] == ["crop", "flip"]
     assert dm.augmentations.augmentations[0].padding == 4
     assert len(CIFAR10DataModule(str(tmp_path), augment=False).augmentations) == 0
     assert CIFAR10DataModule(str(tmp_path), augment=True).augment == dm.augment

@@ -15,8 +15,7 @@ from torch import nn
 from attacks import attack_options, available_attacks, create_attack
 from attacks.norms import L1Ball
 from callbacks.sweep import minimum_norm_robust, sweep_batch
-from tests.conftest import toy_data
-from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, perturbation_norms
+from tests.invariants import check_threat_model, perturbation_norms
 
 NORMS = ("linf", "l2", "l1")
 STEPS = 100
@@ -135,18 +134,6 @@ def test_last_info_matches_the_returned_points(norm, boundary_batch, unbounded):
     assert torch.allclose(info[f"{norm}_norm"][ok], measured[ok], rtol=0, atol=1e-6)
     assert torch.isinf(info[f"{norm}_norm"][~ok]).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_eps_zero_returns_the_input(norm, trained_toy):
-    model, x, y = trained_toy
-    check_eps_zero_identity(lambda eps: fmn(norm, eps=eps), model, x, y)
-
-
-@pytest.mark.parametrize("bn_mode", ["eval", "train"])
-def test_no_side_effects_on_the_model(bn_mode):
-    x, y = toy_data(16)
-    check_no_side_effects(fmn("l2", steps=5, bn_mode=bn_mode), x, y)
 
 
 def test_a_seed_gives_bitwise_equal_results(natural):

@@ -66,14 +66,14 @@ def test_mixed_objective_attacks_the_requested_fraction():
     model = ToyNet().eval()
     x, y = toy_data(10)
     attack = __import__("attacks").create_attack({"name": "fgsm", "eps": 0.2})
-    out = create_objective("mixed", 0.3)(model, attack, x, y)
+    out = create_objective({"name": "mixed", "adversarial_fraction": 0.3})(model, attack, x, y)
     assert out.logits["adv"][0].shape[0] == 3 and out.logits["clean"][0].shape[0] == 7
     # the clean part is really clean, the attacked part really attacked
     assert torch.allclose(out.logits["clean"][0], model(x[3:]))
     assert torch.allclose(out.logits["adv"][0], model(attack(model, x[:3], y[:3])))
     # fraction 0 is clean training, fraction 1 adversarial training
-    assert torch.allclose(create_objective("mixed", 0.0)(model, attack, x, y).loss, F.cross_entropy(model(x), y))
-    assert torch.allclose(create_objective("mixed", 1.0)(model, attack, x, y).loss,
+    assert torch.allclose(create_objective({"name": "mixed", "adversarial_fraction": 0.0})(model, attack, x, y).loss, F.cross_entropy(model(x), y))
+    assert torch.allclose(create_objective({"name": "mixed", "adversarial_fraction": 1.0})(model, attack, x, y).loss,
                           create_objective("adversarial")(model, attack, x, y).loss)
 
 

@@ -11,7 +11,6 @@ from datamodules import SyntheticDataModule
 from lightning_modules import AdversarialClassifier
 from lightning_modules.objectives import create_objective
 from tests.conftest import ToyNet, toy_data
-from tests.invariants import check_no_side_effects, check_threat_model
 
 
 def _mart_reference(clean, adv, y, beta):
@@ -43,13 +42,13 @@ def test_trades_is_cross_entropy_plus_beta_kl():
     model = ToyNet().eval()
     x, y = toy_data(16)
     x_adv = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    out = create_objective("trades", beta=3.0)(model, _FixedAttack(x_adv), x, y)
+    out = create_objective({"name": "trades", "beta": 3.0})(model, _FixedAttack(x_adv), x, y)
     clean, adv = model(x), model(x_adv)
     kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(adv, 1))).sum(1).mean()
     assert kl > 0
     assert torch.allclose(out.loss, F.cross_entropy(clean, y) + 3.0 * kl, atol=1e-5)
     # no perturbation: the robustness term vanishes
-    same = create_objective("trades", beta=3.0)(model, _FixedAttack(x), x, y)
+    same = create_objective({"name": "trades", "beta": 3.0})(model, _FixedAttack(x), x, y)
     assert torch.allclose(same.loss, F.cross_entropy(clean, y), atol=1e-6)
 
 
@@ -58,10 +57,24 @@ def test_mart_matches_the_reference_formula():
     model = ToyNet().eval()
     x, y = toy_data(32)
     x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
-    out = create_objective("mart", beta=6.0)(model, _FixedAttack(x_adv), x, y)
+    out = create_objective({"name": "mart", "beta": 6.0})(model, _FixedAttack(x_adv), x, y)
     expected = _mart_reference(model(x), model(x_adv), y, 6.0)
     assert torch.allclose(out.loss, expected, atol=1e-4)
     assert set(out.logits) == {"clean", "adv"}
+
+
+def test_objectives_are_specs_checked_before_training():
+    model = AdversarialClassifier(backbone="mnist_small", objective={"name": "trades", "beta": 3.0},
+                                  attack={"name": "pgd", "eps": 0.1, "loss": "kl"})
+    assert model.objective.beta == 3.0 and model.hparams.objective == {"name": "trades", "beta": 3.0}
+    assert create_objective("mixed").adversarial_fraction == 0.5
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['beta'\] for objective 'mixed'; valid options: "
+                                         "adversarial_fraction"):
+        create_objective({"name": "mixed", "beta": 6})
+    with pytest.raises(ValueError, match="unknown objective 'madry'; valid objectives: adversarial, clean, mart"):
+        create_objective({"name": "madry"})
+    with pytest.raises(ValueError, match="adversarial_fraction must be in"):
+        create_objective({"name": "mixed", "adversarial_fraction": 2})
 
 
 def test_trades_refuses_a_cross_entropy_attack():
@@ -72,8 +85,7 @@ def test_trades_refuses_a_cross_entropy_attack():
 def test_pgd_kl_loss_stays_in_the_ball_and_moves_the_prediction(trained_toy):
     model, x, y = trained_toy
     attack = create_attack({"name": "pgd", "eps": 0.3, "steps": 10, "loss": "kl", "seed": 0})
-    x_adv = check_threat_model(attack, model, x, y)
-    check_no_side_effects(attack, x, y)
+    x_adv = attack(model, x, y)  # its threat model and side effects: test_attack_conformance.py
     with torch.no_grad():
         clean = F.log_softmax(model(x), 1)
         kl_adv = F.kl_div(F.log_softmax(model(x_adv), 1), clean, reduction="sum", log_target=True)

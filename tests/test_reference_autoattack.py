@@ -12,7 +12,7 @@ from attacks import create_attack
 from attacks.reference_autoattack import CHECK_KEYS, threat_model_violations
 from callbacks.sweep import attack_check_warnings, sweep_batch
 from tests.conftest import ToyNet, toy_data
-from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels
+from tests.invariants import check_threat_model, with_boundary_pixels
 
 pytest.importorskip("pyautoattack")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -24,14 +24,12 @@ def accuracy(model, x, y):
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 2.0)])
-def test_invariants(norm, eps, trained_toy):
+def test_full_standard_version_keeps_the_threat_model_and_bites(norm, eps, trained_toy):
+    """Every component of the reference (the conformance suite runs APGD-CE only) stays in the ball and [0, 1]."""
     model, x, y = trained_toy
     x, y = with_boundary_pixels(x)[:32], y[:32]
-    spec = {"name": "autoattack", "norm": norm, "seed": 0}
-    x_adv = check_threat_model(create_attack({**spec, "eps": eps}), model, x, y)
+    x_adv = check_threat_model(create_attack({"name": "autoattack", "norm": norm, "seed": 0, "eps": eps}), model, x, y)
     assert accuracy(model, x_adv, y) < accuracy(model, x, y)
-    check_eps_zero_identity(lambda e: create_attack({**spec, "eps": e}), model, x, y)
-    check_no_side_effects(create_attack({**spec, "eps": eps}), *toy_data(16))
 
 
 def test_seeded_and_leaves_the_global_rng_alone(trained_toy):
