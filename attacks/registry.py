@@ -63,17 +63,24 @@ def check_class_path(class_path: Any, what: str) -> None:
                          f"({', '.join(PROJECT_PACKAGES)}); refused without importing it")
 
 
-def _from_class_path(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """``{class_path: attacks.PGD, init_args: {...}}`` -> ``{name: pgd, ...}`` (registered classes only)."""
+def import_project_object(dotted: str, what: str) -> Any:
+    """The class or function a dotted name (``package.module.name``) gives, from the project's own
+    packages only: how configs name classes and how callers inject functions by name."""
     import importlib
 
-    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
-    check_class_path(spec["class_path"] if module_name else f"attacks.{class_name}",
-                     f"{spec['class_path']} is not a registered attack")
+    check_class_path(dotted, what)
+    module_name, _, attribute = dotted.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name or "attacks"), class_name)
-    except (ImportError, AttributeError):
-        raise ValueError(f"cannot import attack class {spec['class_path']!r}") from None
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"{what}: cannot import {dotted!r}") from None
+
+
+def _from_class_path(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``{class_path: attacks.PGD, init_args: {...}}`` -> ``{name: pgd, ...}`` (registered classes only)."""
+    class_path = str(spec["class_path"])
+    cls = import_project_object(class_path if "." in class_path else f"attacks.{class_path}",
+                                f"{class_path} is not a registered attack")
     names = [name for name, registered in _ATTACKS.items() if registered is cls]
     if not names:
         raise ValueError(f"{spec['class_path']} is not a registered attack; valid attacks: {', '.join(available_attacks())}")
