@@ -18,12 +18,13 @@ from attacks.precision import Autocast
 from attacks.reference_autoattack import ReferenceAutoAttack
 from attacks.square import SquareAttack
 from attacks.targeted import FGSMTargeted, L2IterativeTargeted
+from attacks.transfer import TransferAttack
 from attacks.registry import (ATTACKS, PROJECT_PACKAGES, Registry, attack_options, available_attacks, check_class_path,
-                              create_attack, register_attack, spec_name)
+                              create_attack, import_project_object, register_attack, spec_name)
 
 __all__ = [
     "APGD", "APGDCascade", "APGDTargeted", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted",
-    "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack",
+    "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack", "TransferAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
     "PROJECT_PACKAGES", "check_class_path", "ATTACKS", "Registry", "spec_name",

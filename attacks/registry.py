@@ -117,17 +117,12 @@ class Registry:
 
     def _from_class_path(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """``{class_path: attacks.PGD, init_args: {...}}`` -> ``{name: pgd, ...}`` (registered classes only)."""
-        module_name, _, class_name = str(spec["class_path"]).rpartition(".")
-        check_class_path(spec["class_path"] if module_name else f"attacks.{class_name}",
-                         f"{spec['class_path']} is not a registered {self.kind}")
-        try:
-            cls = getattr(importlib.import_module(module_name or "attacks"), class_name)
-        except (ImportError, AttributeError):
-            raise ValueError(f"cannot import {self.kind} class {spec['class_path']!r}") from None
+        class_path = str(spec["class_path"])
+        cls = import_project_object(class_path if "." in class_path else f"attacks.{class_path}",
+                                    f"{class_path} is not a registered {self.kind}")
         names = [name for name, registered in self._classes.items() if registered is cls]
         if not names:
-            raise ValueError(f"{spec['class_path']} is not a registered {self.kind}; "
-                             f"valid {self.plural}: {', '.join(self.names())}")
+            raise ValueError(f"{class_path} is not a registered {self.kind}; valid {self.plural}: {', '.join(self.names())}")
         return {"name": names[0], **dict(spec.get("init_args") or {})}
 
 
@@ -140,6 +135,17 @@ def check_class_path(class_path: Any, what: str) -> None:
     if not isinstance(class_path, str) or class_path.split(".", 1)[0] not in PROJECT_PACKAGES:
         raise ValueError(f"{what}: class_path {class_path!r} is outside the project's packages "
                          f"({', '.join(PROJECT_PACKAGES)}); refused without importing it")
+
+
+def import_project_object(dotted: str, what: str) -> Any:
+    """The class or function a dotted name (``package.module.name``) gives, from the project's own
+    packages only: how configs name classes and how callers inject functions by name."""
+    check_class_path(dotted, what)
+    module_name, _, attribute = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"{what}: cannot import {dotted!r}") from None
 
 
 ATTACKS = Registry("attack", base=Attack)

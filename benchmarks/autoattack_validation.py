@@ -48,11 +48,11 @@ PAIRS = [
 
 def load(spec: str, data_dir: str, cifar_dir: str | None, n: int):
     """``name=checkpoint:eps`` -> (name, model, eps, first n test images, labels)."""
-    from lightning_modules import AdversarialClassifier
+    from lightning_modules.checkpoints import load_classifier
 
     name, _, rest = spec.partition("=")
     ckpt, _, eps = rest.rpartition(":")
-    model = AdversarialClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    model = load_classifier(ckpt)
     if len(model.hparams.mean) == 1:
         from datamodules import MNISTDataModule
 

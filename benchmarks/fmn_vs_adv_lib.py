@@ -75,7 +75,7 @@ if str(REPO) not in sys.path:
 from attacks import Attack, as_float, create_attack  # noqa: E402
 from attacks.norms import MEASURE_BALLS, make_ball  # noqa: E402
 from callbacks.sweep import minimum_norm_robust, sweep_batch  # noqa: E402
-from lightning_modules import AdversarialClassifier  # noqa: E402
+from lightning_modules.checkpoints import load_classifier  # noqa: E402
 
 P = {"linf": math.inf, "l2": 2, "l1": 1}
 CURVES = {"linf": "0.05,0.1,0.15,0.2,0.25,0.3", "l2": "0.5,1,1.5,2,2.5", "l1": "2,4,6,8,10"}
@@ -167,7 +167,7 @@ def main():
           f"adv-lib={'0.2.8' if ref_fmn else 'missing'}; times in seconds, this run only (shared machine)")
 
     for ckpt in args.ckpt:
-        model = AdversarialClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+        model = load_classifier(ckpt)
         net = model.net.to(device).eval()
         x, y = correct_images(net, args.data_dir, args.num_samples, device)
         print(f"\n## {ckpt} ({model.hparams.get('objective')}, {model.hparams.get('backbone')}): "

@@ -25,7 +25,7 @@ from attacks import create_attack
 from datamodules import MNISTDataModule, SyntheticDataModule
 from datamodules.splits import labels_of
 from lightning_modules import AdversarialClassifier
-from lightning_modules.post_train import PostTrain
+from lightning_modules.defences.post_train import PostTrain
 
 SHARED = Path(os.environ.get("ADVTRAIN_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

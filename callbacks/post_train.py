@@ -1,4 +1,4 @@
-"""Evaluation of the post-train defence (lightning_modules.post_train) as a Lightning callback.
+"""Evaluation of the post-train defence (lightning_modules.defences.post_train) as a Lightning callback.
 
 On the test (or val) split it measures, per sample: the base model's clean and robust
 accuracy, and the same with post-train. The adversarial inputs are crafted by PGD on
@@ -31,7 +31,7 @@ from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers
 from callbacks.run_dir import run_directory
 from datamodules.splits import labels_of
-from lightning_modules.post_train import PostTrain, PostTrainConfig
+from lightning_modules.defences.post_train import PostTrain, PostTrainConfig
 
 PAPER_ATTACK = {"name": "pgd", "eps": "8/255", "alpha": "10/255", "steps": 20}
 NON_ADAPTIVE = ("NON-ADAPTIVE evaluation of the post-train defence: the adversarial inputs are crafted on the base "
@@ -46,7 +46,7 @@ class PostTrainEvaluation(EvaluationCallback):
     """Clean and robust accuracy without and with post-train, written to post_train.json and the loggers.
 
     Args:
-        defence: the post-train settings (lightning_modules.post_train.PostTrainConfig fields,
+        defence: the post-train settings (lightning_modules.defences.post_train.PostTrainConfig fields,
             e.g. ``{steps: 50, lr: 0.001, samples_per_class: 100}``).
         attack: the evaluation attack on the base model (pixel units); default the paper's
             PGD, L-inf eps 8/255, step 10/255, 20 steps.

@@ -26,7 +26,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.run_dir import run_directory
-from datamodules.disk_cache import model_fingerprint
+from lightning_modules.checkpoints import read_checkpoint
+from storage import model_fingerprint
 
 RUN_KEY = "advtrain_run"  # top-level key of a checkpoint: the identity of the run that saved it
 
@@ -67,7 +68,7 @@ def _global_seed() -> Optional[int]:
 
 @lru_cache(maxsize=16)
 def _checkpoint_header(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_checkpoint(path, mmap=True)
     return {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"), "run": ckpt.get(RUN_KEY)}
 
 

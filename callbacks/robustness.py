@@ -29,7 +29,7 @@ from callbacks.provenance import provenance
 from callbacks.report import append_json, format_table, log_to_loggers, sanity_warnings
 from callbacks.run_dir import run_directory
 from callbacks.sweep import CHECK_COLUMNS, attack_check_warnings, masking_probe, sweep_batch
-from datamodules.pregenerated import dataset_identity
+from datamodules.identity import dataset_identity
 
 
 

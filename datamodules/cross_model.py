@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from attacks.transfer import CHECKPOINT_LOADER, Loader
 from datamodules.base import ClassificationDataModule
 from datamodules.pregenerated import PregeneratedAdversarialDataModule
 
@@ -37,7 +38,8 @@ class CrossModelAugmentedDataModule(PregeneratedAdversarialDataModule):
         epsilons: one adversarial copy of the training split per eps (pixel units).
         adversarial: false gives the paper's augmentation-only baseline (the base's training
             split unchanged).
-        cache_dir, seed, attack_batch_size, device: as in PregeneratedAdversarialDataModule.
+        cache_dir, seed, attack_batch_size, device, checkpoint_loader: as in
+            PregeneratedAdversarialDataModule.
     """
 
     checkpoint_arg = "source_checkpoint"
@@ -45,7 +47,8 @@ class CrossModelAugmentedDataModule(PregeneratedAdversarialDataModule):
     def __init__(self, base: ClassificationDataModule, source_checkpoint: Optional[str] = None,
                  attack: Optional[dict[str, Any]] = None, epsilons: Sequence[float] = (0.01, 0.02, 0.03),
                  adversarial: bool = True, cache_dir: str = "runs/adversarial_sets", seed: int = 0,
-                 attack_batch_size: int = 256, device: Optional[str] = None):
+                 attack_batch_size: int = 256, device: Optional[str] = None,
+                 checkpoint_loader: Loader = CHECKPOINT_LOADER):
         attack = dict(attack or {"name": "fgsm"})
         if "eps" in attack:
             raise ValueError("give the budgets as data.init_args.epsilons, not as attack.eps")
@@ -54,7 +57,7 @@ class CrossModelAugmentedDataModule(PregeneratedAdversarialDataModule):
                              "augmentation-only baseline")
         specs = [{**attack, "eps": eps} for eps in epsilons] if adversarial else []
         super().__init__(base, source_checkpoint, specs, mix="mixed", cache_dir=cache_dir, seed=seed,
-                         attack_batch_size=attack_batch_size, device=device)
+                         attack_batch_size=attack_batch_size, device=device, checkpoint_loader=checkpoint_loader)
         self.source_checkpoint = source_checkpoint
         self.epsilons = list(epsilons)
         self.adversarial = adversarial

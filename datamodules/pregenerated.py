@@ -31,12 +31,10 @@ applies to the adversarial images).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
@@ -44,15 +42,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from attacks import Attack, create_attack
+from attacks.transfer import CHECKPOINT_LOADER, Loader, resolve_loader
 from datamodules.base import ClassificationDataModule
-from datamodules.disk_cache import model_fingerprint, write_atomically
+from datamodules.identity import dataset_identity
 from datamodules.splits import seeded_subset
+from datamodules.wrapper import WrappedDataModule
+from storage import model_fingerprint, write_atomically
 
 MIXES = ("adversarial", "mixed")
 FORMAT_VERSION = 1
-# base datamodule arguments that change how batches are served, not which images are in a split
-NOT_CONTENT = {"batch_size", "num_workers", "augment", "download", "in_memory", "pin_memory", "persistent_workers",
-               "prefetch_factor"}
 
 
 def generate_adversarial(model: nn.Module, dataset: Dataset, attack: Attack, batch_size: int,
@@ -69,31 +67,6 @@ def generate_adversarial(model: nn.Module, dataset: Dataset, attack: Attack, bat
         labels[start:end] = y
         start = end
     return images, labels
-
-
-def content_probe(dataset: Dataset, samples: int = 16) -> str:
-    """Hash of a few evenly spaced items: tells apart splits whose settings look alike."""
-    digest = hashlib.sha256(str(len(dataset)).encode())
-    for i in torch.linspace(0, len(dataset) - 1, min(samples, len(dataset))).long().unique().tolist():
-        x, y = dataset[i]
-        digest.update(x.detach().float().contiguous().numpy().tobytes())
-        digest.update(str(int(y)).encode())
-    return digest.hexdigest()
-
-
-def dataset_identity(datamodule: ClassificationDataModule, dataset: Dataset) -> dict[str, Any]:
-    """The datamodule's class and content-relevant constructor settings (those of every class
-    in its hierarchy, as subclasses pass the base's on as ``**kwargs``), plus a content probe."""
-    return {**_settings(datamodule), "size": len(dataset), "probe": content_probe(dataset)}
-
-
-def _settings(datamodule: ClassificationDataModule) -> dict[str, Any]:
-    """Class and content-relevant settings; a wrapped datamodule (``base``) by its own settings."""
-    names = {name for cls in type(datamodule).__mro__ if issubclass(cls, ClassificationDataModule)
-             for name in inspect.signature(cls.__init__).parameters}
-    settings = {k: getattr(datamodule, k) for k in sorted(names - NOT_CONTENT) if hasattr(datamodule, k)}
-    settings = {k: _settings(v) if isinstance(v, ClassificationDataModule) else v for k, v in settings.items()}
-    return {"class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}", "settings": settings}
 
 
 def cached_adversarial_set(datamodule: ClassificationDataModule, split: str, model: nn.Module,
@@ -123,11 +96,7 @@ def cached_adversarial_set(datamodule: ClassificationDataModule, split: str, mod
     return TensorDataset(stored["images"], stored["labels"])
 
 
-def _from_base(name: str) -> property:
-    return property(lambda self: getattr(self.base, name), doc=f"The base datamodule's ``{name}``.")
-
-
-class PregeneratedAdversarialDataModule(ClassificationDataModule):
+class PregeneratedAdversarialDataModule(WrappedDataModule):
     """Train on adversarial examples crafted once on a checkpoint; val and test are the base's.
 
     Args:
@@ -143,6 +112,9 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
         attack_batch_size: batch size of the generation (part of the cache key; the training
             batch size is not, so changing it reuses the set).
         device: where to generate (default: the trainer's device, else CUDA when available).
+        checkpoint_loader: loads ``checkpoint`` as ``checkpoint_loader(path, data=(input shape, classes))``,
+            checked to fit the base's data: a callable or its dotted name (default the suite's
+            checkpoint loader, as for the transfer attack: :mod:`attacks.transfer`).
     """
 
     checkpoint_arg = "checkpoint"  # the argument's name in error messages
@@ -150,11 +122,11 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
     def __init__(self, base: ClassificationDataModule, checkpoint: Optional[str] = None,
                  attack: Union[dict[str, Any], list[dict[str, Any]], None] = None, mix: str = "adversarial",
                  num_samples: Optional[int] = None, cache_dir: str = "runs/adversarial_sets", seed: int = 0,
-                 attack_batch_size: int = 256, device: Optional[str] = None):
-        pl.LightningDataModule.__init__(self)  # every data and loader setting lives in ``base``
+                 attack_batch_size: int = 256, device: Optional[str] = None,
+                 checkpoint_loader: Loader = CHECKPOINT_LOADER):
+        super().__init__(base)
         if mix not in MIXES:
             raise ValueError(f"unknown mix {mix!r}; valid: {', '.join(MIXES)}")
-        self.base = base
         self.checkpoint = checkpoint
         specs = attack if isinstance(attack, (list, tuple)) else [attack] if attack else []
         self.attacks = [dict(spec) for spec in specs]
@@ -171,19 +143,7 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
         self.seed = seed
         self.attack_batch_size = attack_batch_size
         self.device = device
-        self._train: Optional[Dataset] = None
-
-    num_classes = _from_base("num_classes")
-    mean = _from_base("mean")
-    std = _from_base("std")
-    input_shape = _from_base("input_shape")
-    batch_size = _from_base("batch_size")
-    data_dir = _from_base("data_dir")
-
-    def _base(self) -> ClassificationDataModule:
-        """The base datamodule, attached to this one's trainer (its hooks look at trainer.training)."""
-        self.base.trainer = self.trainer
-        return self.base
+        self.checkpoint_loader = checkpoint_loader
 
     def _generation_device(self) -> torch.device:
         if self.device is not None:
@@ -196,73 +156,22 @@ class PregeneratedAdversarialDataModule(ClassificationDataModule):
         """One adversarial copy of the training split per attack spec (cached on disk)."""
         if not self.attacks:
             return []
-        from lightning_modules.checkpoints import load_classifier  # a model, not data: imported only when needed
-
-        model = load_classifier(self.checkpoint, data=(self.base.input_shape, self.base.num_classes))
+        load = resolve_loader(self.checkpoint_loader)
+        model = load(self.checkpoint, data=(self.base.input_shape, self.base.num_classes))
         return [cached_adversarial_set(self._base(), "train", model, spec, self.cache_dir, self.seed,
                                        self.num_samples, self.attack_batch_size,
                                        self._generation_device())
                 for spec in self.attacks]
 
-    # -- the Lightning datamodule interface --------------------------------------------
     def prepare_data(self) -> None:
-        self._base().prepare_data()
+        super().prepare_data()
         if self.trainer is None or self.trainer.state.fn == "fit":  # test/validate runs need no training set
             self.adversarial_sets()
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        self._base().setup(stage)
-        if stage in (None, "fit"):
-            self.dataset("train")
+    def train_dataset(self) -> Dataset:
+        parts = ([self._base().dataset("train")] if self.mix == "mixed" else []) + self.adversarial_sets()
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
-    def dataset(self, split: str) -> Dataset:
-        if split != "train":
-            return self._base().dataset(split)
-        if self._train is None:
-            parts = ([self._base().dataset("train")] if self.mix == "mixed" else []) + self.adversarial_sets()
-            self._train = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        return self._train
-
-    def loader(self, dataset: Dataset, shuffle: bool = False, batch_size: Optional[int] = None):
-        return self._base().loader(dataset, shuffle=shuffle, batch_size=batch_size)
-
-    def train_dataloader(self):
-        return self.loader(self.dataset("train"), shuffle=True)
-
-    def state_dict(self) -> dict[str, Any]:  # the training position lives with the base's sampler
-        return self._base().state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._base().load_state_dict(state_dict)
-
-    def val_dataloader(self):
-        return self._base().val_dataloader()
-
-    def test_dataloader(self):
-        return self._base().test_dataloader()
-
-    def predict_dataloader(self):
-        return self._base().predict_dataloader()
-
-    def on_before_batch_transfer(self, batch, dataloader_idx):
-        return self._base().on_before_batch_transfer(batch, dataloader_idx)
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return self._base().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        return self._base().on_after_batch_transfer(batch, dataloader_idx)
-
-    def teardown(self, stage: Optional[str] = None) -> None:
-        self._base().teardown(stage)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base.load_state_dict(state_dict)
-
-    def describe(self) -> dict:
-        return {**self.base.describe(), "training_set": {
-            "wrapper": type(self).__name__, "mix": self.mix, "checkpoint": self.checkpoint,
-            "attacks": self.attacks, "num_samples": self.num_samples, "seed": self.seed}}
+    def describe_training_set(self) -> dict[str, Any]:
+        return {**super().describe_training_set(), "mix": self.mix, "checkpoint": self.checkpoint,
+                "attacks": self.attacks, "num_samples": self.num_samples, "seed": self.seed}

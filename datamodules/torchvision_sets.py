@@ -122,7 +122,6 @@ class MNISTDataModule(TorchvisionDataModule):
     mean = (0.1307,)
     std = (0.3081,)
     input_shape = (1, 28, 28)
-    RAW_FILES = list(MNIST.train_files + MNIST.test_files)
 
 
 class FashionMNISTDataModule(TorchvisionDataModule):
@@ -136,29 +135,31 @@ class FashionMNISTDataModule(TorchvisionDataModule):
     input_shape = (1, 28, 28)
 
 
-class CIFAR10DataModule(TorchvisionDataModule):
-    """CIFAR-10 (Krizhevsky 2009): 32x32 colour, 50k train (5k held out for val), 10k test.
-    Trains with random crop (4 px) + flip unless ``augment`` says otherwise."""
+class CIFARDataModule(TorchvisionDataModule):
+    """Base of CIFAR-10 and CIFAR-100 (Krizhevsky 2009): 32x32 colour, 50k train (5k held out
+    for val), 10k test. Trains with random crop (4 px) + flip unless ``augment`` says otherwise."""
 
-    source = CIFAR10
-    num_classes = 10
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2471, 0.2435, 0.2616)
     input_shape = (3, 32, 32)
     default_augment = CIFAR_AUGMENT
-    BATCH_FILES = [f"{CIFAR10.folder}/{f}" for f in CIFAR10.train_files + CIFAR10.test_files]
 
     def __init__(self, data_dir: str = "data", *,
                  augment: Union[bool, Sequence[AugmentSpec], None] = CIFAR_AUGMENT, **kwargs):
         super().__init__(data_dir=data_dir, augment=augment, **kwargs)
 
 
-class CIFAR100DataModule(CIFAR10DataModule):
-    """CIFAR-100 (Krizhevsky 2009): 32x32 colour, 100 fine classes, 50k train (5k held out
-    for val), 10k test. Trains with random crop (4 px) + flip unless ``augment`` says otherwise."""
+class CIFAR10DataModule(CIFARDataModule):
+    """CIFAR-10: 32x32 colour images in 10 classes (options: CIFARDataModule)."""
+
+    source = CIFAR10
+    num_classes = 10
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2471, 0.2435, 0.2616)
+
+
+class CIFAR100DataModule(CIFARDataModule):
+    """CIFAR-100: 32x32 colour images in 100 fine classes (options: CIFARDataModule)."""
 
     source = CIFAR100
     num_classes = 100
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
-

@@ -14,16 +14,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 import callbacks  # noqa: F401  (makes RobustnessEvaluation resolvable by short name)
+import datamodules  # noqa: F401  (makes the datamodules resolvable by short name)
 from callbacks.preemption import Preemption
 from callbacks.provenance import RunTracker
 from callbacks.run_dir import run_directory
-from datamodules import ClassificationDataModule
-from experiments.evaluate import AdvTrainer
+from experiments.trainer import EvaluatingTrainer
 from experiments.tracking import configure_wandb_logger, resolve_last_checkpoint, sync_hint
 from experiments.wandb_runs import declare_model_artifact, nested_config, training_run_of
 from lightning_modules import AdversarialClassifier
@@ -136,8 +137,8 @@ def main(args=None) -> None:
         return
     AdvTrainCLI(
         AdversarialClassifier,
-        ClassificationDataModule,
-        trainer_class=AdvTrainer,
+        pl.LightningDataModule,  # a dataset's ClassificationDataModule, or a wrapper around one (datamodules/wrapper.py)
+        trainer_class=EvaluatingTrainer,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"save_to_log_dir": False},

@@ -31,8 +31,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: the message names the file and the fix."""
 
 
-def read_checkpoint(path: Union[str, Path], map_location: MapLocation = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at local ``path``, loaded with ``weights_only=True`` and checked."""
+def read_checkpoint(path: Union[str, Path], map_location: MapLocation = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict at local ``path``, loaded with ``weights_only=True`` and checked; with
+    ``mmap`` its tensors stay on disk until read (for a look at its header)."""
     text = str(path)
     if "://" in text:
         raise CheckpointError(f"checkpoint {text} is a URL: advtrain loads local files only. Download it first "
@@ -44,7 +45,7 @@ def read_checkpoint(path: Union[str, Path], map_location: MapLocation = "cpu") -
     if file.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {text} is empty (0 bytes): an interrupted copy or save? Use another checkpoint")
     try:
-        checkpoint = torch.load(file, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(file, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - a bad file fails in many ways inside the unpickler
         if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
             raise CheckpointError(f"checkpoint {text} holds Python objects other than tensors and plain values; "
@@ -79,16 +80,27 @@ def _check_class_paths(value: Any, what: str) -> None:
 
 
 def load_classifier(path: Union[str, Path], map_location: MapLocation = "cpu",
-                    data: Optional[tuple[tuple[int, ...], int]] = None) -> nn.Module:
+                    data: Optional[tuple[tuple[int, ...], int]] = None, what: str = "checkpoint") -> nn.Module:
     """An advtrain checkpoint as an eval-mode AdversarialClassifier; with ``data`` =
-    (input shape, number of classes), checked to fit that data (:func:`check_fits`)."""
+    (input shape, number of classes), checked to fit that data (:func:`check_fits`; errors
+    call the file ``what``). The loader injected into the transfer attack and the adversarial sets."""
     from lightning_modules.classifier import AdversarialClassifier
 
     read_checkpoint(path)  # refuses URLs, bad files and foreign class paths before Lightning sees them
     model = AdversarialClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True).eval()
     if data is not None:
-        check_fits(model, *data, what=f"checkpoint {path}")
+        check_fits(model, *data, what=f"{what} {path}")
     return model
+
+
+def check_made_for(hparams: dict[str, Any], num_classes: int, channels: int, what: str) -> None:
+    """Raise a ValueError naming both unless a checkpoint's hyperparameters say it was trained for
+    ``num_classes`` classes on ``channels``-channel images (missing entries are not held against it)."""
+    theirs = (hparams.get("num_classes", num_classes), len(hparams.get("mean", (0.0,) * channels)))
+    if theirs != (num_classes, channels):
+        raise ValueError(f"{what} was trained for {theirs[0]} classes on {theirs[1]}-channel images, but the data "
+                         f"has {num_classes} classes and {channels}-channel images: give a checkpoint trained on "
+                         "this dataset")
 
 
 def check_fits(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, what: str = "the model") -> None:

@@ -21,13 +21,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from attacks import Attack, create_attack, spec_name
 from attacks.seeding import derive_seed, run_seed
 from lightning_modules.backbones import create_backbone
-from lightning_modules.checkpoints import check_fits, read_checkpoint
+from lightning_modules.checkpoints import check_fits, check_made_for, read_checkpoint
+from lightning_modules.defences.blur import create_preprocessing
 from lightning_modules.normalization import Normalize
 from lightning_modules.objectives import OBJECTIVES, create_objective
-from lightning_modules.preprocessing import create_preprocessing
+from lightning_modules.optimizers import check_optimizer, create_optimizer
 from lightning_modules.schedules import LR_SCHEDULES, lr_factor, ramp, training_progress
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 KINDS = ("clean", "adv")
 # objective settings an older advtrain stored flat beside the objective's name (before objective specs)
 LEGACY_OBJECTIVE_OPTIONS = ("adversarial_fraction", "beta")
@@ -53,7 +53,7 @@ class AdversarialClassifier(pl.LightningModule):
         num_classes, mean, std: linked from the datamodule by the CLI.
         preprocessing: optional blur defence in front of the normaliser, applied in training,
             evaluation, attacks and exports: ``{name: gaussian, sigma: 1.0}`` or
-            ``{name: median, window: 3}`` (see :mod:`lightning_modules.preprocessing`).
+            ``{name: median, window: 3}`` (see :mod:`lightning_modules.defences.blur`).
         objective: the training objective as a spec: ``clean`` | ``adversarial`` |
             ``{name: mixed, adversarial_fraction: 0.5}`` | ``{name: trades, beta: 6}`` |
             ``{name: mart, beta: 6}`` (see :mod:`lightning_modules.objectives`; ``advtrain list``).
@@ -92,8 +92,7 @@ class AdversarialClassifier(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        check_optimizer(optimizer)
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
         blur = create_preprocessing(preprocessing)  # None: the module tree and state_dict are as without it
@@ -141,17 +140,15 @@ class AdversarialClassifier(pl.LightningModule):
         if any(k in saved for k in LEGACY_OBJECTIVE_OPTIONS):
             self.hparams.objective = upgrade_hparams(saved)["objective"]
             self._set_objective(self.hparams.objective)
-        mine = (self.hparams.num_classes, len(self.hparams.mean))
-        theirs = (saved.get("num_classes", mine[0]), len(saved.get("mean", self.hparams.mean)))
-        if theirs != mine:
-            path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
-            raise ValueError(f"checkpoint {path or ''} was trained for {theirs[0]} classes on {theirs[1]}-channel "
-                             f"images, but the data has {mine[0]} classes and {mine[1]}-channel images: give a "
-                             "checkpoint trained on this dataset")
+        path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        check_made_for(saved, self.hparams.num_classes, len(self.hparams.mean), f"checkpoint {path or ''}")
 
     def load_network_weights(self, path: str) -> None:
-        """Copy the network weights of another advtrain checkpoint into this model."""
-        state = read_checkpoint(path)["state_dict"]
+        """Copy the network weights of another advtrain checkpoint (made for this data) into this model."""
+        checkpoint = read_checkpoint(path)
+        check_made_for(checkpoint.get("hyper_parameters", {}), self.hparams.num_classes, len(self.hparams.mean),
+                       f"init_weights {path}")
+        state = checkpoint["state_dict"]
         net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
         try:
             self.net.load_state_dict(net_state)
@@ -215,10 +212,7 @@ class AdversarialClassifier(pl.LightningModule):
     # -- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        kwargs = {"lr": hp.lr, "weight_decay": hp.weight_decay}
-        if hp.optimizer == "sgd":
-            kwargs.update(momentum=hp.momentum, nesterov=hp.nesterov)
-        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), **kwargs)
+        optimizer = create_optimizer(hp.optimizer, self.parameters(), hp.lr, hp.weight_decay, hp.momentum, hp.nesterov)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda _: lr_factor(hp.lr_schedule, training_progress(self._trainer), hp.lr_warmup, hp.milestones),

@@ -20,7 +20,7 @@ from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.blur_sweep import blur_settings, blur_sweep, format_sweep
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier, Normalize
-from lightning_modules.preprocessing import GaussianBlur, MedianBlur, create_preprocessing
+from lightning_modules.defences.blur import GaussianBlur, MedianBlur, create_preprocessing
 from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, needs_mnist, toy_data
 from tests.invariants import check_threat_model, with_boundary_pixels
 

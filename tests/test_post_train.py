@@ -16,7 +16,7 @@ from callbacks import PostTrainEvaluation
 from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier
-from lightning_modules.post_train import PostTrain, PostTrainConfig, pair_seed
+from lightning_modules.defences.post_train import PostTrain, PostTrainConfig, pair_seed
 from tests.conftest import REPO, SHARED_DATASETS, needs_mnist
 from tests.test_cli import _advtrain, csv_logger
 

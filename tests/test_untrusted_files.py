@@ -18,7 +18,7 @@ import torch
 from attacks import create_attack
 from datamodules import SyntheticDataModule
 from experiments.cli import main
-from experiments.evaluate import AdvTrainer
+from experiments.trainer import EvaluatingTrainer
 from lightning_modules import AdversarialClassifier
 from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
 from tests.test_cli import SYNTHETIC, csv_logger
@@ -109,7 +109,7 @@ def test_local_crafted_pickle_is_refused_everywhere(crafted, tmp_path):
         load_classifier(path)
     with pytest.raises(CheckpointError, match="holds Python objects"):
         main(["test", *SYNTHETIC, *MNIST_LIKE, *csv_logger(tmp_path / "run"), "--ckpt_path", str(path)])
-    trainer = AdvTrainer(logger=False, enable_progress_bar=False, accelerator="cpu", default_root_dir=tmp_path,
+    trainer = EvaluatingTrainer(logger=False, enable_progress_bar=False, accelerator="cpu", default_root_dir=tmp_path,
                          inference_mode=False)
     with pytest.raises(CheckpointError, match="holds Python objects"):  # Lightning's own load, in the suite's Trainer
         trainer.test(AdversarialClassifier(backbone="mnist_small", mean=(0.5,), std=(0.25,)),

@@ -47,11 +47,11 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from attacks import as_float, attack_mode, create_attack
+from attacks.model_mode import BN_MODES
 from attacks.seeding import derive_seed
-from lightning_modules.classifier import OPTIMIZERS
 from lightning_modules.objectives import create_objective
+from lightning_modules.optimizers import check_optimizer, create_optimizer
 
-BN_MODES = ("eval", "train")
 # the authors' neighbour search (post_test_rep.py): PGD-20, eps 8/255, step 2/255, from x' itself
 NEIGHBOUR_ATTACK = {"name": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 20, "random_start": False}
 # their "adv" post-train variant: uniform start in the eps-ball, one signed step of 2/255
@@ -102,8 +102,7 @@ class PostTrainConfig:
         objective = create_objective(self.objective)  # an unknown name is an error listing the valid ones
         if objective.needs_attack:
             objective.check_attack(create_attack(self.train_attack))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown post-train optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        check_optimizer(self.optimizer, "post-train optimizer")
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"post-train bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.steps < 1 or self.samples_per_class < 1 or self.cache_size < 0:
@@ -222,10 +221,8 @@ class PostTrain:
                     module.train()
         for p in model.parameters():
             p.requires_grad_(True)
-        kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-        if cfg.optimizer == "sgd":
-            kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-        optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), **kwargs)
+        optimizer = create_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum,
+                                     cfg.nesterov)
         objective = create_objective(cfg.objective)
         attack = create_attack({**cfg.train_attack, "seed": seed}) if objective.needs_attack else None
         with torch.enable_grad():

@@ -1,21 +1,17 @@
-"""Files the on-disk caches share: atomic writes, an inter-process lock and a fingerprint of a
-model's weights.
+"""Files several processes share: atomic writes and an inter-process lock.
 
-Used by the pre-generated adversarial sets (datamodules) and the resumable evaluation
-(callbacks). A reader only ever sees the old or the complete new version of a file.
+Used by the pre-generated adversarial sets and dataset downloads (datamodules), the resumable
+evaluation and the result files (callbacks). A reader only ever sees the old or the complete
+new version of a file.
 """
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
-
-import torch
-from torch import nn
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
@@ -40,11 +36,3 @@ def exclusive_lock(lock_file: Path) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         yield
 
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names and bytes of every tensor in the state_dict."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

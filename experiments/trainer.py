@@ -1,4 +1,6 @@
-"""``advtrain evaluate``: robustness of a checkpoint over attacks x epsilons.
+"""The suite's Trainer: Lightning's, with every checkpoint load safe and two more subcommands.
+
+``advtrain evaluate``: robustness of a checkpoint over attacks x epsilons.
 
     advtrain evaluate --config experiments/mnist_pgd_at.yaml --ckpt_path runs/.../last.ckpt \\
         --attacks '[{name: pgd, steps: 40, alpha: 0.01}]' --epsilons '[0.1, 0.3]'
@@ -14,6 +16,8 @@ clean and AutoAttack accuracy, threat model, eps, samples, version and model ide
 RobustBench's terms (callbacks/leaderboard.py). Without ``--attacks``/``--epsilons`` the sweep of
 the config's RobustnessEvaluation callback is used. ``--post_train '{num_samples: 500}'`` (the
 arguments of callbacks.PostTrainEvaluation) also evaluates the post-train defence.
+
+``advtrain transfer_matrix``: every checkpoint attacked with examples crafted on every checkpoint.
 """
 from __future__ import annotations
 
@@ -29,14 +33,14 @@ from callbacks.report import append_json
 from callbacks.run_dir import run_directory
 from callbacks.summary import transfer_metrics
 from lightning_modules.checkpoints import SafeCheckpointIO, load_classifier
-from datamodules.disk_cache import model_fingerprint
-from lightning_modules import AdversarialClassifier
 from lightning_modules.external import ExternalClassifier
+from storage import model_fingerprint
 
 
-class AdvTrainer(pl.Trainer):
-    """Lightning's Trainer with one more entry point, :meth:`evaluate`; every checkpoint it
-    loads (``ckpt_path``) goes through :class:`SafeCheckpointIO` (weights_only, local files)."""
+class EvaluatingTrainer(pl.Trainer):
+    """Lightning's Trainer with two more entry points, :meth:`evaluate` and :meth:`transfer_matrix`
+    (``advtrain`` subcommands); every checkpoint it loads (``ckpt_path``) goes through
+    :class:`SafeCheckpointIO` (weights_only, local files). The trainer of every ``advtrain`` run."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
