@@ -20,7 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from storage import model_fingerprint, write_atomically
+from datamodules.storage import model_fingerprint, write_atomically
 
 FORMAT_VERSION = 2
 

@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.run_dir import run_directory
 from lightning_modules.checkpoints import read_checkpoint
-from storage import model_fingerprint
+from datamodules.storage import model_fingerprint
 
 RUN_KEY = "advtrain_run"  # top-level key of a checkpoint: the identity of the run that saved it
 

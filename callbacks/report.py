@@ -8,7 +8,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from callbacks.summary import attack_keys, summary_metrics
-from storage import exclusive_lock, write_atomically
+from datamodules.storage import exclusive_lock, write_atomically
 
 
 def sanity_warnings(result: dict[str, Any]) -> list[str]:

@@ -47,7 +47,7 @@ from datamodules.base import ClassificationDataModule
 from datamodules.identity import dataset_identity
 from datamodules.splits import seeded_subset
 from datamodules.wrapper import WrappedDataModule
-from storage import model_fingerprint, write_atomically
+from datamodules.storage import model_fingerprint, write_atomically
 
 MIXES = ("adversarial", "mixed")
 FORMAT_VERSION = 1

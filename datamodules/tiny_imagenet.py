@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from datamodules.base import ClassificationDataModule
-from storage import exclusive_lock
+from datamodules.storage import exclusive_lock
 from datamodules.image_files import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from datamodules.missing import DatasetNotFoundError, listing, nothing_created_on_failure
 

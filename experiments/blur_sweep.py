@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import pytorch_lightning as pl
 from tqdm.auto import tqdm
 
-from storage import write_atomically
+from datamodules.storage import write_atomically
 from callbacks.perturbation_score import DEFAULT_ATTACK, DEFINITION, perturbation_score
 from datamodules import CIFAR10DataModule, ClassificationDataModule, MNISTDataModule
 from lightning_modules import AdversarialClassifier

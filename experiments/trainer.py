@@ -34,7 +34,7 @@ from callbacks.run_dir import run_directory
 from callbacks.summary import transfer_metrics
 from lightning_modules.checkpoints import SafeCheckpointIO, load_classifier
 from lightning_modules.external import ExternalClassifier
-from storage import model_fingerprint
+from datamodules.storage import model_fingerprint
 
 
 class EvaluatingTrainer(pl.Trainer):

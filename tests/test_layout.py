@@ -1,6 +1,6 @@
 """Every file in its room: dependencies point one way, and the transfer attack needs nothing but attacks/.
 
-attacks, storage <- lightning_modules, datamodules <- callbacks <- experiments: a package imports
+attacks <- lightning_modules, datamodules <- callbacks <- experiments: a package imports
 only the packages below it, anywhere in its files (imports inside functions included).
 """
 from __future__ import annotations
@@ -20,14 +20,13 @@ from lightning_modules.checkpoints import load_classifier
 from tests.conftest import REPO, subprocess_env
 from tests.test_untrusted_files import save_checkpoint
 
-PACKAGES = ("attacks", "storage", "lightning_modules", "datamodules", "callbacks", "experiments")
+PACKAGES = ("attacks", "lightning_modules", "datamodules", "callbacks", "experiments")
 MAY_IMPORT = {
     "attacks": set(),
-    "storage": set(),
-    "lightning_modules": {"attacks", "storage"},
-    "datamodules": {"attacks", "storage"},
-    "callbacks": {"attacks", "storage", "lightning_modules", "datamodules"},
-    "experiments": {"attacks", "storage", "lightning_modules", "datamodules", "callbacks"},
+    "lightning_modules": {"attacks"},
+    "datamodules": {"attacks"},
+    "callbacks": {"attacks", "lightning_modules", "datamodules"},
+    "experiments": {"attacks", "lightning_modules", "datamodules", "callbacks"},
 }
 
 

@@ -1,17 +1,23 @@
-"""Files several processes share: atomic writes and an inter-process lock.
+"""Files the suite keeps on disk between processes and runs: atomic writes, an inter-process lock,
+and the fingerprint of a model's weights that keys caches and results.
 
-Used by the pre-generated adversarial sets and dataset downloads (datamodules), the resumable
-evaluation and the result files (callbacks). A reader only ever sees the old or the complete
-new version of a file.
+Plain Python and torch, importing nothing from the project. Used by the pre-generated adversarial
+sets and dataset downloads here, and by the resumable evaluation and result files of callbacks/
+(datamodules is the lowest package both sides may import). A reader only ever sees the old or the
+complete new version of a file.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+import torch
+from torch import nn
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
@@ -36,3 +42,11 @@ def exclusive_lock(lock_file: Path) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         yield
 
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the names and bytes of every tensor in the state_dict."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
