@@ -81,6 +81,9 @@ class APGDCascade(Attack):
             raise ValueError(f"apgd_cascade: unknown version {version!r}; valid versions: {', '.join(VERSIONS)} "
                              "(the reference AutoAttack is {name: autoattack})")
         self.version = version
+        if version == "fast" and bn_mode != "eval":
+            raise ValueError(f"apgd_cascade: version fast stops computing fooled samples early, which needs bn_mode "
+                             f"eval (got {bn_mode!r}); use version standard")
 
     def components(self) -> list[dict]:
         specs = VERSIONS[self.version]

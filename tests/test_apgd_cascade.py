@@ -88,6 +88,8 @@ def test_fast_version_invariants(trained_toy):
     x_adv = check_threat_model(create_attack({**spec, "eps": 0.15}), model, x, y)
     assert accuracy(model, x_adv, y) < accuracy(model, x, y)
     check_eps_zero_identity(lambda e: create_attack({**spec, "eps": e}), model, x, y)
+    with pytest.raises(ValueError, match="needs bn_mode eval.*use version standard"):
+        create_attack({**spec, "bn_mode": "train"})
 
 
 @pytest.mark.slow
