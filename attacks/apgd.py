@@ -119,9 +119,12 @@ def apgd_checkpoints(n_iter: int) -> list[int]:
 class _APGDBase(Attack):
     """Shared machinery of APGD and APGD-T: one APGD run and the per-sample bookkeeping."""
 
-    def __init__(self, eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed):
+    def __init__(self, eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed, early_stop=False):
         super().__init__(eps, norm=norm, bn_mode=bn_mode, seed=seed)
         make_ball(norm, self.eps)  # fail early on an unknown norm
+        self.early_stop = bool(early_stop)
+        if self.early_stop and bn_mode != "eval":
+            raise ValueError(f"{self.name}: early_stop needs bn_mode eval (batch statistics couple the samples)")
         self.n_iter = int(n_iter)
         self.n_restarts = int(n_restarts)
         self.rho = as_float(rho)
@@ -136,8 +139,16 @@ class _APGDBase(Attack):
 
     # -- evaluation --------------------------------------------------------------------
     @staticmethod
-    def _evaluate(model, x, y, loss_fn, target, need_grad=True):
-        """Per-sample loss, misclassification flag and (optionally) the input gradient."""
+    def _evaluate(model, x, y, loss_fn, target, need_grad=True, rows=None, fill=None):
+        """Per-sample loss, misclassification flag and (optionally) the input gradient.
+
+        With ``rows`` (early stopping) only those samples run the model; the others, already
+        fooled, get the loss ``fill``, the flag True and a zero gradient."""
+        if rows is not None:
+            loss, wrong, grad = _APGDBase._evaluate(model, x[rows], y[rows], loss_fn,
+                                                    None if target is None else target[rows], need_grad)
+            grad = torch.zeros_like(x).index_copy_(0, rows, grad) if need_grad else None
+            return fill.index_copy(0, rows, loss), torch.ones_like(y, dtype=torch.bool).index_copy(0, rows, wrong), grad
         x = x.detach().requires_grad_(need_grad)
         logits = model(x).float()
         loss = loss_fn(logits, y, target)
@@ -172,7 +183,11 @@ class _APGDBase(Attack):
                 z = project(x_cur + ball.step(grad, per_sample(eta, x)))
                 x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev))
             x_prev, x_cur = x_cur, x_next
-            loss, wrong, grad = self._evaluate(model, x_cur, y, loss_fn, target, need_grad=k < self.n_iter)
+            rows = (~fooled).nonzero().squeeze(1) if self.early_stop else None
+            if rows is not None and rows.numel() == 0:
+                break  # early stopping: every sample is fooled
+            loss, wrong, grad = self._evaluate(model, x_cur, y, loss_fn, target, need_grad=k < self.n_iter,
+                                               rows=rows, fill=loss_prev)
 
             with torch.no_grad():
                 increases += (loss > loss_prev).to(increases.dtype)
@@ -247,7 +262,9 @@ class APGD(_APGDBase):
     the samples not yet misclassified (default 1); loss: "ce" (cross-entropy,
     default, i.e. APGD-CE) or "dlr" (APGD-DLR); rho: checkpoint threshold on the
     fraction of loss increases (paper: 0.75); momentum: alpha of the update
-    (paper: 0.75); bn_mode: see attacks.model_mode; seed: seeds the random starts.
+    (paper: 0.75); bn_mode: see attacks.model_mode; seed: seeds the random starts;
+    early_stop: stop computing a sample once an iterate fools the model (the result is
+    the same, the first misclassified iterate; needs bn_mode eval).
 
     ``last_info``: per sample the attack loss at the returned point ("loss") and
     whether it is misclassified ("fooled").
@@ -264,8 +281,9 @@ class APGD(_APGDBase):
         momentum: float = 0.75,
         bn_mode: str = "eval",
         seed: int | None = None,
+        early_stop: bool = False,
     ):
-        super().__init__(eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed)
+        super().__init__(eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed, early_stop)
         if loss not in LOSSES:
             raise ValueError(f"{self.name}: unknown loss {loss!r}; valid losses: {', '.join(sorted(LOSSES))}")
         self.loss = loss
@@ -289,7 +307,7 @@ class APGDTargeted(_APGDBase):
 
     eps: ball radius in pixel units (default 8/255); norm: "linf" (default) or "l2";
     n_iter: iterations per run (default 100); rho, momentum: as in APGD (0.75);
-    bn_mode: see attacks.model_mode; seed: seeds the random starts.
+    bn_mode: see attacks.model_mode; seed: seeds the random starts; early_stop: as in APGD.
 
     ``last_info``: "loss" (targeted DLR at the returned point), "fooled", and
     "target" (target class of the returned point, -1 if x itself is returned).
@@ -306,8 +324,9 @@ class APGDTargeted(_APGDBase):
         momentum: float = 0.75,
         bn_mode: str = "eval",
         seed: int | None = None,
+        early_stop: bool = False,
     ):
-        super().__init__(eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed)
+        super().__init__(eps, norm, n_iter, n_restarts, rho, momentum, bn_mode, seed, early_stop)
         self.n_target_classes = int(n_target_classes)
         if self.n_target_classes < 1:
             raise ValueError(f"{self.name}: n_target_classes must be >= 1 (got {n_target_classes})")

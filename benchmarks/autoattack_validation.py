@@ -70,7 +70,8 @@ def load(spec: str, data_dir: str, cifar_dir: str | None, n: int):
 
 
 def robust(model, attack_spec, eps, x, y, seed):
-    """Per-sample robustness (bool, over all of x) under one attack, and its seconds."""
+    """Per-sample robustness (bool, over all of x) under one attack, its seconds and the attack
+    (its ``last_info``; the reference's warnings in ``messages``)."""
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     idx = correct.nonzero().flatten()
@@ -80,17 +81,23 @@ def robust(model, attack_spec, eps, x, y, seed):
     seconds = time.perf_counter() - started
     with torch.no_grad():
         correct[idx] = model(x_adv).argmax(1) == y[idx]
-    return correct, seconds, getattr(attack, "messages", [])
+    return correct, seconds, attack
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the side-by-side benchmarks: models, data, images, seed, threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", action="append", required=True, help="name=checkpoint:eps (repeatable)")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     parser.add_argument("--cifar-dir", default=None)
     parser.add_argument("--n", type=int, default=500, help="first N test images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = model_arguments(__doc__.split("\n")[0])
     parser.add_argument("--tolerance", type=float, default=0.5, help="points ours may exceed the reference by")
     parser.add_argument("--pairs", default="APGD-CE,APGD-T,cascade / standard")
     args = parser.parse_args(argv)
@@ -111,14 +118,14 @@ def main(argv=None) -> int:
             if label not in wanted:
                 continue
             ours, ours_s, _ = robust(model, ours_spec, eps, x, y, args.seed)
-            ref, ref_s, messages = robust(model, ref_spec, eps, x, y, args.seed)
+            ref, ref_s, reference = robust(model, ref_spec, eps, x, y, args.seed)
             ours_acc, ref_acc = 100 * ours.float().mean().item(), 100 * ref.float().mean().item()
             ok = ours_acc <= ref_acc + args.tolerance
             failures += not ok
             print(f"{name:<16} {eps:>7.4g} {label:<19} {ours_acc:>7.2f} {ref_acc:>7.2f} {ours_acc - ref_acc:>+6.2f} "
                   f"{ours_s:>8.1f} {ref_s:>8.1f} {ref_s / max(ours_s, 1e-9):>7.2f}x {int((ours != ref).sum()):>8}  "
                   f"{'yes' if ok else 'NO'}", flush=True)
-            for message in messages:
+            for message in reference.messages:
                 print(f"    reference check: {message}")
     print(f"{failures} pair(s) outside the target (ours <= reference + {args.tolerance} points)")
     return 1 if failures else 0

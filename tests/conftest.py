@@ -55,14 +55,40 @@ def one_torch_thread():
 def trained_toy():
     """A ToyNet trained to high clean accuracy on toy_data (about a second on CPU)."""
     torch.manual_seed(0)
-    model = ToyNet()
     x, y = toy_data()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
+    return fit(ToyNet(), [(x, y)] * 60, lr=1e-2), x, y
+
+
+def fit(model: nn.Module, batches, lr: float) -> nn.Module:
+    """Adam on the cross-entropy over ``batches`` of (x, y); the model comes back in eval mode
+    with no gradients left on its parameters."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for x, y in batches:
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
     model.eval()
     for p in model.parameters():
         p.grad = None
-    return model, x, y
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained_mnist_small():
+    """mnist_small trained clean for 150 Adam steps (batch 64) on real MNIST, and the first 200
+    test images: about a third stay robust at L-inf eps 0.1. Skips without the MNIST copy."""
+    if not MNIST_PRESENT:
+        pytest.skip(f"real MNIST copy not found at {SHARED_DATASETS}/MNIST/raw")
+    from datamodules import MNISTDataModule
+    from lightning_modules import AdversarialClassifier
+
+    data = MNISTDataModule(data_dir=str(SHARED_DATASETS), download=False)
+    train, test = data.dataset("train"), data.dataset("test")
+    def images(dataset, indices):
+        return torch.stack([dataset[i][0] for i in indices]), torch.tensor([int(dataset[i][1]) for i in indices])
+
+    torch.manual_seed(0)
+    model = AdversarialClassifier(backbone="mnist_small", num_classes=10, mean=(0.1307,), std=(0.3081,))
+    order = torch.randperm(len(train))[: 150 * 64].view(150, 64)
+    model = fit(model, (images(train, batch.tolist()) for batch in order), lr=2e-3)
+    return (model, *images(test, range(200)))

@@ -138,3 +138,25 @@ def test_apgd_t_fools_some_points(trained_toy):
     order = APGDTargeted.target_classes(logits, y, 9)
     assert order.shape == (len(y), 3) and not (order == y[:, None]).any()
     assert (logits.gather(1, order).diff(dim=1) <= 0).all()
+
+
+@pytest.mark.parametrize("spec", [{"name": "apgd_ce", "norm": "linf"}, {"name": "apgd_t", "norm": "l2"}], ids=ids)
+def test_early_stop_returns_the_same_points_with_fewer_model_rows(spec, trained_toy):
+    """Samples are independent in eval mode, so dropping the fooled ones changes nothing else:
+    the output is bitwise that of the full run, and the model sees fewer rows."""
+    from benchmarks.autoattack_fast import CountRows
+
+    model, x, y = trained_toy
+    outputs, rows = [], []
+    for early_stop in (False, True):
+        counter = CountRows(model).eval()
+        outputs.append(build(spec, seed=3, early_stop=early_stop)(counter, x, y))
+        rows.append(sum(counter.rows.values()))
+    assert torch.equal(outputs[0], outputs[1])
+    assert accuracy(model, outputs[1], y) < accuracy(model, x, y), "some points must fall for the test to mean anything"
+    assert rows[1] < rows[0]
+
+
+def test_early_stop_needs_eval_mode():
+    with pytest.raises(ValueError, match="early_stop needs bn_mode eval"):
+        create_attack({"name": "apgd_ce", "early_stop": True, "bn_mode": "train"})

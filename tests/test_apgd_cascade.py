@@ -69,3 +69,34 @@ def test_two_class_task_skips_apgd_t_and_still_attacks():
     x_adv = check_threat_model(cascade, model, x, y)
     assert cascade.last_info["skipped"] == ["apgd_t"]
     assert accuracy(model, x_adv, y) <= accuracy(model, x, y)
+
+
+def test_fast_version_invariants(trained_toy):
+    model, x, y = trained_toy
+    x = with_boundary_pixels(x)
+    spec = {"name": "apgd_cascade", "version": "fast", "seed": 0}
+    x_adv = check_threat_model(create_attack({**spec, "eps": 0.15}), model, x, y)
+    assert accuracy(model, x_adv, y) < accuracy(model, x, y)
+    check_eps_zero_identity(lambda e: create_attack({**spec, "eps": e}), model, x, y)
+    with pytest.raises(ValueError, match="needs bn_mode eval.*use version standard"):
+        create_attack({**spec, "bn_mode": "train"})
+
+
+@pytest.mark.slow
+def test_fast_version_gives_the_reference_standard_answer_with_a_third_of_its_work(trained_mnist_small):
+    """benchmarks/autoattack_fast.py in small: on mnist_small trained clean for 150 steps, the first
+    200 test images at eps 0.1, the fast version leaves the reference standard version's robust
+    accuracy within one image (0.5 points; 0.2 points cannot be stated on 200 images, and the
+    reference's own answer moves by an image or two between seeds) with at most a third of its
+    model rows (forward passes x batch rows: the work, independent of the machine's load)."""
+    pytest.importorskip("pyautoattack")
+    from benchmarks.autoattack_fast import FAST, CountRows, reference_profiled
+    from benchmarks.autoattack_validation import robust
+
+    model, x, y = trained_mnist_small
+    reference, _, profile, _ = reference_profiled(model, 0.1, x, y, seed=0)
+    counter = CountRows(model).eval()
+    fast, _, _ = robust(counter, FAST, 0.1, x, y, seed=0)
+    assert 0 < reference.sum() < 0.9 * len(y), "eps 0.1 should leave a non-trivial robust fraction"
+    assert abs(int(fast.sum()) - int(reference.sum())) <= 1, (int(fast.sum()), int(reference.sum()))
+    assert 3 * sum(counter.rows.values()) <= sum(entry["rows"] for entry in profile.values())

@@ -338,3 +338,24 @@ def test_the_epsilon_sweep_callback_takes_l1_and_l2_curves_beyond_eps_1(tmp_path
         for eps in [0.0, *epsilons]:
             assert rows[("worst_case", eps)] <= min(rows[(a["label"], eps)] for a in result["attacks"])
         assert ("probe_samples" in result["gradient_masking_checks"]) == (name == "l2.json")
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.2), ("l2", 1.3)])
+def test_warm_start_is_never_weaker_than_apgd_ce_at_eps(norm, eps, trained_toy):
+    """warm_start: the search starts at APGD-CE's point at eps (same seed), shrunk towards x as
+    far as it stays adversarial; so at eps the one-run curve never lies above APGD-CE's, the
+    points stay inside the budget, and a seed reproduces the run."""
+    model, x, y = trained_toy
+    x_adv = check_threat_model(fmn(norm, eps=eps, warm_start=True, seed=1), model, x, y)
+    robust = minimum_norm_robust(model, fmn(norm, eps=eps, warm_start=True, seed=1), x, y, [eps])[0]
+    apgd = create_attack({"name": "apgd_ce", "norm": norm, "eps": eps, "seed": 1})
+    with torch.no_grad():
+        apgd_robust = model(apgd(model, x, y)).argmax(1) == y
+    assert apgd_robust.float().mean() < 0.9, "APGD-CE must fool some points for the test to mean anything"
+    assert not (robust & ~apgd_robust).any()
+    assert torch.equal(x_adv, fmn(norm, eps=eps, warm_start=True, seed=1)(model, x, y))
+
+
+def test_linf_step_is_checked():
+    with pytest.raises(ValueError, match="valid: sign, l2"):
+        fmn("linf", linf_step="l1")

@@ -152,34 +152,15 @@ def test_sweep_on_two_processes_resumes_and_writes_a_leaderboard_entry(tmp_path)
 
 
 @pytest.mark.slow
-def test_our_attacks_are_within_half_a_point_of_the_reference_on_a_trained_mnist_model():
+def test_our_attacks_are_within_half_a_point_of_the_reference_on_a_trained_mnist_model(trained_mnist_small):
     """benchmarks/autoattack_validation.py in small: mnist_small trained clean for 150 steps on real
     MNIST, the first 200 test images at eps 0.1 (where about a third stay robust), our APGD-CE and
     APGD-T against the reference's (the cascades, with FAB-T and Square, are the benchmark's: too
     slow here). Ours may be stronger; never weaker than the reference by more than 0.5 points
     (one image of 200)."""
     from benchmarks.autoattack_validation import PAIRS, robust
-    from datamodules import MNISTDataModule
-    from lightning_modules import AdversarialClassifier
-    from tests.conftest import MNIST_PRESENT, SHARED_DATASETS
 
-    if not MNIST_PRESENT:
-        pytest.skip(f"real MNIST copy not found at {SHARED_DATASETS}/MNIST/raw")
-    data = MNISTDataModule(data_dir=str(SHARED_DATASETS), download=False)
-    train, test = data.dataset("train"), data.dataset("test")
-    torch.manual_seed(0)
-    model = AdversarialClassifier(backbone="mnist_small", num_classes=10, mean=(0.1307,), std=(0.3081,))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    order = torch.randperm(len(train))[: 150 * 64].view(150, 64)
-    for batch in order:
-        x = torch.stack([train[i][0] for i in batch.tolist()])
-        y = torch.tensor([int(train[i][1]) for i in batch.tolist()])
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
-    x = torch.stack([test[i][0] for i in range(200)])
-    y = torch.tensor([int(test[i][1]) for i in range(200)])
+    model, x, y = trained_mnist_small
     assert accuracy(model, x, y) > 0.9
     for label, ours_spec, reference_spec in PAIRS[:2]:
         ours, _, _ = robust(model, ours_spec, 0.1, x, y, seed=0)
