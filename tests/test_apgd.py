@@ -20,6 +20,19 @@ def accuracy(model, x, y):
         return (model(x).argmax(1) == y).float().mean().item()
 
 
+# radii at which the trained toy model is partly, not wholly, robust
+EPS = {"linf": 0.2, "l2": 1.5}
+N_ITER = 10  # short runs keep the tests fast
+
+
+def build(spec, **overrides):
+    return create_attack({"eps": EPS[spec.get("norm", "linf")], "n_iter": N_ITER, **spec, **overrides})
+
+
+def ids(spec):
+    return "-".join(f"{v}" for v in spec.values())
+
+
 # -- the contract -------------------------------------------------------------------------
 
 

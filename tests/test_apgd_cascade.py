@@ -7,7 +7,7 @@ from torch import nn
 
 from attacks import create_attack
 from tests.conftest import toy_data
-from tests.invariants import check_threat_model
+from tests.invariants import check_eps_zero_identity, check_threat_model, with_boundary_pixels
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
