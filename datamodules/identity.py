@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 # datamodule arguments that change how batches are served, not which images are in a split
 NOT_CONTENT = {"batch_size", "num_workers", "augment", "download", "in_memory", "pin_memory", "persistent_workers",
-               "prefetch_factor", "checkpoint_loader"}
+               "prefetch_factor", "checkpoint_loader", "device_resident"}
 
 
 def content_probe(dataset: Dataset, samples: int = 16) -> str:

@@ -104,3 +104,40 @@ def to_memory(dataset: Dataset, description: str = "decoding into memory", num_w
     finally:
         torch.set_num_threads(threads)
     return UInt8Images(images, torch.cat(labels))
+
+
+def as_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dataset`` as two tensors (images, labels): uint8 images of a UInt8Images as they are
+    (no copy for one held whole), any other dataset's float items stacked once."""
+    held = _already_in_memory(dataset)
+    if held is not None:
+        return held.images, held.labels
+    if len(dataset) == 0:
+        raise ValueError("cannot hold an empty dataset on the device")
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.as_tensor(labels).long()
+
+
+class DeviceBatches:
+    """Batches cut from a split held whole on one device: images (uint8, or float [0, 1])
+    and labels, indexed there in the order of ``sampler`` (every index of the split when
+    None). One copy of the order per epoch, none per batch; no worker processes. Batches
+    equal a ``DataLoader(UInt8Images(images, labels), batch_size, sampler=sampler)``'s bit
+    for bit (both compute ``uint8 / 255`` in float32). ``sampler`` is exposed, so Lightning
+    sets its epoch as it does a DataLoader's."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler=None):
+        self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
+        self.batch_sampler = None  # read by Lightning as on a DataLoader
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.labels)
+        return -(-n // self.batch_size)
+
+    def __iter__(self):
+        device = self.images.device
+        order = torch.arange(len(self.labels), device=device) if self.sampler is None else \
+            torch.tensor(list(self.sampler), dtype=torch.long).to(device)
+        for index in order.split(self.batch_size):
+            x = self.images[index]
+            yield (x.float().div_(255) if x.dtype == torch.uint8 else x), self.labels[index]
