@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("ADVTRAIN_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 MNIST_PRESENT = (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 needs_mnist = pytest.mark.skipif(not MNIST_PRESENT, reason=f"real MNIST copy not found at {SHARED_DATASETS}/MNIST/raw")
-# a one-step fit whose evaluation callbacks run (under --trainer.fast_dev_run they stand down)
-ONE_STEP = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0"]
+# a one-batch fit (one training and one validation batch) whose evaluation callbacks run, unlike under
+# --trainer.fast_dev_run, where they stand down
+ONE_BATCH = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+             "--trainer.num_sanity_val_steps", "0"]
 
 
 class ToyNet(nn.Module):

@@ -22,7 +22,7 @@ from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier, Normalize
 from lightning_modules.preprocessing import GaussianBlur, MedianBlur, create_preprocessing
-from tests.conftest import MNIST_PRESENT, ONE_STEP, REPO, SHARED_DATASETS, needs_mnist, toy_data
+from tests.conftest import MNIST_PRESENT, ONE_BATCH, REPO, SHARED_DATASETS, needs_mnist, toy_data
 from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels
 from tests.wandb_files import read_run
 
@@ -314,10 +314,11 @@ def test_blur_sweep_runs_each_setting_through_advtrain(tmp_path, monkeypatch):
               "--trainer.callbacks.attack", '{"name": "l2_iterative_targeted", "max_steps": 30}',
               "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
         wandb.finish()  # each setting is its own process in the sweep; here, close the run
+    wandb.teardown()  # wait until the W&B service has written every run file
     runs = {}
     for offline in (tmp_path / "wandb").glob("offline-run-*"):
         run = read_run(offline)
-        folder = tmp_path / "advtrain" / run.id
+        folder = tmp_path / "advtrain" / offline.name.rsplit("-", 1)[1]  # offline-run-<time>-<run id>
         (result,) = json.loads((folder / "perturbation_score.json").read_text())["evaluations"]
         assert (folder / "config.yaml").exists() and result["num_samples"] == 32
         assert run.summary.get(sweep["metric"]["name"]) == pytest.approx(result["score"])
@@ -329,8 +330,8 @@ def test_blur_sweep_runs_each_setting_through_advtrain(tmp_path, monkeypatch):
 
 
 def test_blur_yaml_instantiates_through_the_cli(tmp_path):
-    """experiments/blur_median.yaml: one step, then the robustness sweep labels bpda and the score is written."""
-    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), *ONE_STEP, "--trainer.logger", "false",
+    """experiments/blur_median.yaml: one batch, then the robustness sweep labels bpda and the score is written."""
+    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), *ONE_BATCH, "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
     if MNIST_PRESENT:
         args += ["--data.data_dir", str(SHARED_DATASETS), "--data.download", "false", "--data.test_size", "8"]
