@@ -22,7 +22,7 @@ from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier, Normalize
 from lightning_modules.preprocessing import GaussianBlur, MedianBlur, create_preprocessing
-from tests.conftest import MNIST_PRESENT, ONE_BATCH, REPO, SHARED_DATASETS, needs_mnist, toy_data
+from tests.conftest import MNIST_PRESENT, TWO_BATCHES, REPO, SHARED_DATASETS, needs_mnist, toy_data
 from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels
 from tests.wandb_files import read_run
 
@@ -330,8 +330,8 @@ def test_blur_sweep_runs_each_setting_through_advtrain(tmp_path, monkeypatch):
 
 
 def test_blur_yaml_instantiates_through_the_cli(tmp_path):
-    """experiments/blur_median.yaml: one batch, then the robustness sweep labels bpda and the score is written."""
-    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), *ONE_BATCH, "--trainer.logger", "false",
+    """experiments/blur_median.yaml: two batches, then the robustness sweep labels bpda and the score is written."""
+    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), *TWO_BATCHES, "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
     if MNIST_PRESENT:
         args += ["--data.data_dir", str(SHARED_DATASETS), "--data.download", "false", "--data.test_size", "8"]
