@@ -27,5 +27,5 @@ __all__ = [
     "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack", "TransferAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
-    "PROJECT_PACKAGES", "check_class_path", "ATTACKS", "Registry", "spec_name",
+    "PROJECT_PACKAGES", "check_class_path", "import_project_object", "ATTACKS", "Registry", "spec_name",
 ]

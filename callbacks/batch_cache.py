@@ -1,6 +1,6 @@
-"""Per-batch results on disk, so an interrupted evaluation resumes where it stopped.
+"""Per-batch counts on disk, so an interrupted evaluation resumes where it stopped.
 
-Results are keyed by the model's weights and every setting that changes them (attacks,
+Each entry holds one batch's named counts (:mod:`callbacks.evaluation`). Results are keyed by the model's weights and every setting that changes them (attacks,
 epsilons, split, subset, seed, batch size, and the datamodule's identity: its class, every
 setting that selects the samples, and a hash of a few of them). Each global batch is one
 small file, written atomically, that also records the key it was written for, the batch's
@@ -22,7 +22,7 @@ from torch import nn
 
 from datamodules.storage import model_fingerprint, write_atomically
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: named counts
 
 
 def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -35,17 +35,22 @@ def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _checksum(counts: torch.Tensor, header: dict[str, Any]) -> str:
+def _checksum(counts: dict[str, torch.Tensor], header: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
-    digest.update(counts.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for name in sorted(counts):
+        digest.update(name.encode())
+        digest.update(counts[name].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 class BatchCache:
-    def __init__(self, root: Path, model: nn.Module, settings: dict[str, Any]):
+    """Entries of named counts with these ``shapes`` ({name: shape}), for ``model`` and ``settings``."""
+
+    def __init__(self, root: Path, model: nn.Module, settings: dict[str, Any], shapes: dict[str, tuple[int, ...]]):
         self.key = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "model": model_fingerprint(model), **settings},
                                              sort_keys=True, default=str).encode()).hexdigest()
         self.folder = Path(root) / self.key[:16]
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
 
     def _path(self, batch_index: int) -> Path:
         return self.folder / f"batch_{batch_index:06d}.pt"
@@ -53,7 +58,7 @@ class BatchCache:
     def _header(self, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         return {"key": self.key, "batch_index": batch_index, "samples": len(y), "data": batch_fingerprint(x, y)}
 
-    def load(self, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
+    def load(self, batch_index: int, x: torch.Tensor, y: torch.Tensor) -> Optional[dict[str, torch.Tensor]]:
         """The counts saved for this batch of ``x``, ``y``; None (recompute) when absent or not valid."""
         path = self._path(batch_index)
         if not path.exists():
@@ -70,10 +75,10 @@ class BatchCache:
         rank_zero_warn(f"evaluation cache entry {path} is {problem}; recomputing it")
         return None
 
-    @staticmethod
-    def _problem(entry: Any, header: dict[str, Any]) -> Optional[str]:
+    def _problem(self, entry: Any, header: dict[str, Any]) -> Optional[str]:
         """Why ``entry`` cannot be used for the batch described by ``header`` (None: it can)."""
-        if (not isinstance(entry, dict) or not isinstance(entry.get("counts"), torch.Tensor)
+        if (not isinstance(entry, dict) or not isinstance(entry.get("counts"), dict)
+                or not all(isinstance(c, torch.Tensor) for c in entry["counts"].values())
                 or not isinstance(entry.get("header"), dict)):
             return "not a cache entry"
         counts = entry["counts"]
@@ -84,13 +89,15 @@ class BatchCache:
                            ("samples", "for a batch of another size"), ("data", "for other data")):
             if saved.get(field) != header[field]:
                 return f"stale ({why})"
-        if counts.dtype != torch.long or counts.dim() != 1 or counts.numel() == 0:
-            return "malformed (counts are not a vector of integers)"
-        if counts.min() < 0 or counts.max() > header["samples"]:
+        if any(name not in self.shapes or tuple(c.shape) != self.shapes[name] or c.dtype != torch.long
+               for name, c in counts.items()):
+            return "malformed (counts of other names, shapes or types)"
+        if any(c.numel() and (c.min() < 0 or c.max() > header["samples"]) for c in counts.values()):
             return f"forged (a count outside [0, {header['samples']}], the batch's sample count)"
         return None
 
-    def save(self, batch_index: int, x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor) -> None:
-        counts, header = counts.detach().cpu().long(), self._header(batch_index, x, y)
+    def save(self, batch_index: int, x: torch.Tensor, y: torch.Tensor, counts: dict[str, torch.Tensor]) -> None:
+        counts = {name: c.detach().cpu().long() for name, c in counts.items()}
+        header = self._header(batch_index, x, y)
         entry = {"counts": counts, "header": header, "checksum": _checksum(counts, header)}
         write_atomically(self._path(batch_index), lambda tmp: torch.save(entry, tmp))

@@ -21,12 +21,14 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import Subset
 
 from attacks import as_float, attack_mode, create_attack
 from callbacks.evaluation import EvaluationCallback
 from callbacks.plots import new_figure, save_png
 from callbacks.run_dir import run_directory
 from callbacks.summary import attack_key
+from datamodules.splits import seeded_subset
 
 
 class ImageGallery(EvaluationCallback):
@@ -39,19 +41,21 @@ class ImageGallery(EvaluationCallback):
         num_images: rows of the gallery. split: ``test`` or ``val``. seed: picks the images
             and seeds the attack. run_on: ``fit_end`` and/or ``test_end``.
         class_names: labels to print instead of class indices.
+        run_under_fast_dev_run: draw it in a ``fast_dev_run`` smoke run too (default: stand down).
     """
 
     def __init__(self, attack: Optional[Union[str, dict[str, Any]]] = None,
                  epsilons: Optional[Sequence[Union[float, str]]] = None, num_images: int = 8, split: str = "test",
                  seed: int = 0, run_on: Sequence[str] = ("fit_end", "test_end"),
-                 class_names: Optional[Sequence[str]] = None, filename: str = "gallery"):
+                 class_names: Optional[Sequence[str]] = None, filename: str = "gallery",
+                 run_under_fast_dev_run: bool = False):
         self.attack = {"name": attack} if isinstance(attack, str) else (dict(attack) if attack else None)
         if self.attack is not None:
             create_attack({**self.attack, "eps": 0.0})  # unknown names/options fail now, not after training
         self.epsilons = None if epsilons is None else [as_float(e) for e in epsilons]
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
-        super().__init__(split, num_images, num_images, run_on, seed, filename)
+        super().__init__(split, num_images, num_images, run_on, seed, filename, run_under_fast_dev_run)
         self.class_names = list(class_names) if class_names else None
 
     def _settings(self, trainer) -> tuple[dict[str, Any], list[float]]:
@@ -70,11 +74,10 @@ class ImageGallery(EvaluationCallback):
             return {}
         self.require_gradients()
         attack, epsilons = self._settings(trainer)
-        dataset = trainer.datamodule.dataset(self.split)
-        n = min(self.num_samples, len(dataset))
-        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n].tolist()
-        x = torch.stack([dataset[i][0] for i in indices]).to(pl_module.device)
-        y = torch.as_tensor([int(dataset[i][1]) for i in indices], device=pl_module.device)
+        images = seeded_subset(trainer.datamodule.dataset(self.split), self.num_samples, self.seed)
+        indices = images.indices if isinstance(images, Subset) else list(range(len(images)))
+        x = torch.stack([image for image, _ in images]).to(pl_module.device)
+        y = torch.as_tensor([int(label) for _, label in images], device=pl_module.device)
         columns = [("clean", 0.0, x)]
         with attack_mode(pl_module):
             for e, eps in enumerate(epsilons):

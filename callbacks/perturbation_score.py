@@ -16,76 +16,74 @@ all evaluated images.
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Iterable, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from tqdm.auto import tqdm
 
-from attacks import attack_mode, create_attack
-from callbacks.evaluation import EvaluationCallback
-from callbacks.provenance import provenance
-from callbacks.report import append_json
-from callbacks.run_dir import run_directory
+from attacks import Attack, attack_mode, create_attack
+from callbacks.evaluation import Counts, EvaluationCallback, zeros
 
 DEFAULT_ATTACK = {"name": "l2_iterative_targeted"}
-COUNTS = ("num_samples", "clean_correct", "attacked", "successful", "l2_sum")
 DEFINITION = ("score = accuracy x mean_l2; accuracy on clean images; mean_l2 = mean ||x_adv - x||_2 ([0, 1] pixels) "
               "over clean-correct images the targeted attack moved to its target class")
 
 
-def perturbation_counts(model: nn.Module, batches: Iterable, attack: Union[str, dict[str, Any]] = DEFAULT_ATTACK,
-                        device: Optional[torch.device] = None, progress: bool = True) -> torch.Tensor:
-    """Sums over ``batches`` of (x, y): [images, clean correct, attacked, successful, sum of successful L2 norms].
+def zero_perturbation_counts() -> Counts:
+    """Images, clean correct, attacked, successful (long), and the sum of the successful L2 norms (float64)."""
+    return {**zeros(num_samples=(), clean_correct=(), attacked=(), successful=()),
+            **zeros(torch.float64, l2_sum=())}
+
+
+def perturbation_counts(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor) -> Counts:
+    """The counts of :func:`zero_perturbation_counts` on one batch of ``model`` (on x's device).
 
     ``attack`` must be a targeted attack that fills ``last_info["success"]`` and
     ``last_info["l2_norm"]`` (``l2_iterative_targeted``, or it wrapped in ``bpda``).
-    Sums (float64) so shards of a split can be added up.
     """
-    attack = create_attack(attack)
-    device = device or next(model.parameters()).device
-    counts = torch.zeros(len(COUNTS), dtype=torch.float64)
-    bar = tqdm(batches, desc="perturbation score", leave=False, dynamic_ncols=True, disable=not progress)
     with attack_mode(model):
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            with torch.no_grad():
-                correct = model(x).argmax(1) == y
-            counts[0] += y.numel()
-            counts[1] += correct.sum().item()
-            if not correct.any():
-                continue
-            attack(model, x[correct], y[correct])
-            info = attack.last_info
-            if "success" not in info or "l2_norm" not in info:
-                raise ValueError(f"{attack!r} reports no per-sample success and l2_norm in last_info; "
-                                 "use {name: l2_iterative_targeted} (optionally inside bpda)")
-            counts[2] += correct.sum().item()
-            counts[3] += info["success"].sum().item()
-            counts[4] += info["l2_norm"][info["success"]].double().sum().item()
-    return counts
+        with torch.no_grad():
+            correct = model(x).argmax(1) == y
+        counts = {"num_samples": torch.tensor(y.numel()), "clean_correct": correct.sum()}
+        if not correct.any():
+            return counts
+        attack(model, x[correct], y[correct])
+    info = attack.last_info
+    if "success" not in info or "l2_norm" not in info:
+        raise ValueError(f"{attack!r} reports no per-sample success and l2_norm in last_info; "
+                         "use {name: l2_iterative_targeted} (optionally inside bpda)")
+    return {**counts, "attacked": correct.sum(), "successful": info["success"].sum(),
+            "l2_sum": info["l2_norm"][info["success"]].double().sum()}
 
 
-def score_from_counts(counts: Sequence[float]) -> dict[str, Any]:
+def score_from_counts(counts: Mapping[str, Any]) -> dict[str, Any]:
     """Accuracy, mean L2 norm of the successful perturbations and their product (None without successes)."""
-    n, correct, attacked, successful, l2_sum = (float(c) for c in counts)
+    n, correct, attacked, successful, l2_sum = (float(counts[k]) for k in
+                                                ("num_samples", "clean_correct", "attacked", "successful", "l2_sum"))
     accuracy = correct / n if n else 0.0
     mean_l2 = l2_sum / successful if successful else None
     return {"accuracy": accuracy, "mean_l2": mean_l2, "score": accuracy * mean_l2 if mean_l2 is not None else None,
             "success_rate": successful / attacked if attacked else None,
-            **{k: int(v) for k, v in zip(COUNTS[:4], (n, correct, attacked, successful))}}
+            **{k: int(counts[k]) for k in ("num_samples", "clean_correct", "attacked", "successful")}}
 
 
 def perturbation_score(model: nn.Module, loader: Iterable, attack: Union[str, dict[str, Any]] = DEFAULT_ATTACK,
                        device: Optional[torch.device] = None, progress: bool = True) -> dict[str, Any]:
-    """The report's score of ``model`` on the (x, y) batches of ``loader``; see the module docstring."""
-    return score_from_counts(perturbation_counts(model, loader, attack, device, progress))
+    """The report's score of ``model`` on the (x, y) batches of ``loader``, outside a Trainer; see the module
+    docstring (in a run: :class:`PerturbationScore`)."""
+    attack, device = create_attack(attack), device or next(model.parameters()).device
+    counts = zero_perturbation_counts()
+    for x, y in tqdm(loader, desc="perturbation score", leave=False, dynamic_ncols=True, disable=not progress):
+        for name, value in perturbation_counts(model, attack, x.to(device), y.to(device)).items():
+            counts[name] += value.cpu()
+    return score_from_counts(counts)
 
 
 class PerturbationScore(EvaluationCallback):
-    """Computes :func:`perturbation_score` at the end of fit and/or test; writes a json and logs it.
+    """The report's score (module docstring) at the end of fit and/or test; writes a json and logs it.
 
     Args:
         attack: targeted attack spec (default the report's ``{name: l2_iterative_targeted}``:
@@ -93,6 +91,7 @@ class PerturbationScore(EvaluationCallback):
         split: ``test`` or ``val``. num_samples: a fixed, seeded subset (None = whole split).
         batch_size: batch size of the evaluation. run_on: ``fit_end`` and/or ``test_end``.
         seed: seed of the subset. filename: json in the run directory (evaluations appended).
+        run_under_fast_dev_run: evaluate in a ``fast_dev_run`` smoke run too (default: stand down).
 
     Under DDP each process scores its share of the global batches (callbacks.sharding) and the sums are added, so the
     result does not depend on the number of processes (the attack treats images independently;
@@ -102,38 +101,31 @@ class PerturbationScore(EvaluationCallback):
     def __init__(self, attack: Union[str, dict[str, Any]] = DEFAULT_ATTACK, split: str = "test",
                  num_samples: Optional[int] = 1000, batch_size: int = 256,
                  run_on: Sequence[str] = ("fit_end", "test_end"), seed: int = 0,
-                 filename: str = "perturbation_score.json"):
+                 filename: str = "perturbation_score.json", run_under_fast_dev_run: bool = False):
         self.attack = {"name": attack} if isinstance(attack, str) else dict(attack)
         create_attack(self.attack)  # unknown names/options fail now, not after training
-        super().__init__(split, num_samples, batch_size, run_on, seed, filename)
+        super().__init__(split, num_samples, batch_size, run_on, seed, filename, run_under_fast_dev_run)
+        self._attack: Optional[Attack] = None
 
-    def evaluate(self, trainer, pl_module, stage: str) -> dict[str, Any]:
-        self.require_gradients()
-        started = time.time()
-        batches = self.my_batches(trainer)
-        counts = perturbation_counts(pl_module, (batch for _, batch in batches), self.attack,
-                                     pl_module.device, progress=trainer.is_global_zero)
-        if trainer.world_size > 1:
-            counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
-        hparams = dict(getattr(pl_module, "hparams", {}))
-        result = {
-            "stage": stage, "split": self.split, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-            **score_from_counts(counts.tolist()), "definition": DEFINITION,
-            "attack": create_attack(self.attack).config(),
-            "model": {k: hparams.get(k) for k in ("backbone", "num_classes", "objective", "preprocessing")
-                      if k in hparams},
-            "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
-            "seconds": round(time.time() - started, 2),
-            "provenance": provenance(trainer, pl_module, started, self),
-        }
-        self.results.append(result)
-        if trainer.is_global_zero:
-            self._report(trainer, result)
-        return result
+    def settings(self) -> dict[str, Any]:
+        return {"attack": self.attack, **super().settings()}
 
-    def _report(self, trainer, result: dict[str, Any]) -> None:
-        path = run_directory(trainer) / self.filename
-        append_json(path, result)
+    def progress_label(self) -> str:
+        return f"perturbation score ({self.split})"
+
+    def prepare(self, trainer, pl_module) -> None:
+        self._attack = create_attack(self.attack)  # one attack for the evaluation: its random stream continues
+
+    def zero_counts(self, trainer, pl_module) -> Counts:
+        return zero_perturbation_counts()
+
+    def count_batch(self, pl_module, x, y, batch_index: int) -> Counts:
+        return perturbation_counts(pl_module, self._attack, x, y)
+
+    def summarise(self, trainer, pl_module, counts: Counts) -> dict[str, Any]:
+        return {**score_from_counts(counts), "definition": DEFINITION, "attack": self._attack.config()}
+
+    def report(self, trainer, result: dict[str, Any], path: Path) -> None:
         prefix = f"perturbation_score/{result['split']}"
         metrics = {f"{prefix}/{k}": result[k] for k in ("accuracy", "mean_l2", "score", "success_rate")
                    if result[k] is not None}
@@ -143,12 +135,6 @@ class PerturbationScore(EvaluationCallback):
             rank_zero_warn("perturbation score: the attack reached no target, so the mean L2 norm and the score "
                            "are undefined (a stronger attack, or gradient masking?)")
         rank_zero_info(format_score(result) + f"\nwritten to {path}")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"results": self.results}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.results = list(state_dict.get("results", []))
 
 
 def format_score(result: dict[str, Any]) -> str:

@@ -17,19 +17,15 @@ In ``predict`` the predictions of ``predict_step`` are replaced by the defended 
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from tqdm.auto import tqdm
 
 from attacks import attack_mode, create_attack
-from callbacks.evaluation import EvaluationCallback
-from callbacks.provenance import provenance
-from callbacks.report import append_json, format_table, log_to_loggers
-from callbacks.run_dir import run_directory
+from callbacks.evaluation import Counts, EvaluationCallback, zeros
+from callbacks.report import format_table, log_to_loggers
 from datamodules.splits import labels_of
 from lightning_modules.defences.post_train import PostTrain, PostTrainConfig
 
@@ -37,7 +33,8 @@ PAPER_ATTACK = {"name": "pgd", "eps": "8/255", "alpha": "10/255", "steps": 20}
 NON_ADAPTIVE = ("NON-ADAPTIVE evaluation of the post-train defence: the adversarial inputs are crafted on the base "
                 "model, without knowledge of the post-train step; robust accuracy with post-train is an upper "
                 "bound on its robustness against an adaptive attacker")
-# one entry per count in a batch's counts vector
+INPUTS = ("clean", "adversarial")
+#: the counts a result reports (``counts``), summed over batches and processes
 COUNTS = ("samples", "clean_correct", "clean_correct_post_train", "robust_correct", "robust_correct_post_train",
           "clean_label_in_pair", "adversarial_label_in_pair", "clean_no_neighbour", "adversarial_no_neighbour")
 
@@ -53,12 +50,11 @@ class PostTrainEvaluation(EvaluationCallback):
         split: ``test`` or ``val``; ``train_split``: where the fine-tuning images come from.
         num_samples: evaluate a fixed, seeded subset of this size (None = the whole split).
         batch_size: evaluation batch size (the global batching, not per process).
-        run_on: ``fit_end`` and/or ``test_end`` (skipped under ``fast_dev_run``).
+        run_on: ``fit_end`` and/or ``test_end``.
         seed: seed of the subset and of the evaluation attack.
         filename: results file, in the run directory.
+        run_under_fast_dev_run: evaluate in a ``fast_dev_run`` smoke run too (default: stand down).
     """
-
-    skip_fast_dev_run = True  # fine-tuning per class pair is no smoke test
 
     def __init__(
         self,
@@ -71,13 +67,15 @@ class PostTrainEvaluation(EvaluationCallback):
         run_on: Sequence[str] = ("test_end",),
         seed: int = 0,
         filename: str = "post_train.json",
+        run_under_fast_dev_run: bool = False,
     ):
         self.defence = PostTrainConfig(**(defence or {}))  # bad settings fail now, not after training
         self.attack = dict(attack)
         create_attack(self.attack)
-        super().__init__(split, num_samples, batch_size, run_on, seed, filename)
+        super().__init__(split, num_samples, batch_size, run_on, seed, filename, run_under_fast_dev_run)
         self.train_split = train_split
-        self._predictor: Optional[PostTrain] = None
+        self._predictor: Optional[PostTrain] = None  # the defence of the running predict or evaluation
+        self._classes = 0
 
     # -- hooks (fit_end / test_end: EvaluationCallback) ----------------------------------
     def on_predict_start(self, trainer, pl_module):
@@ -93,37 +91,78 @@ class PostTrainEvaluation(EvaluationCallback):
     def on_predict_end(self, trainer, pl_module):
         self._predictor = None
 
-    # -- the evaluation ----------------------------------------------------------------
-    def evaluate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> dict[str, Any]:
-        self.require_gradients()
-        started = time.time()
+    # -- the template's steps ----------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return {"attack": self.attack, "defence": self.defence.to_dict(), **super().settings()}
+
+    def progress_label(self) -> str:
+        return f"post-train ({self.split}, non-adaptive)"
+
+    def prepare(self, trainer, pl_module) -> None:
         rank_zero_info(NON_ADAPTIVE)
-        net = getattr(pl_module, "net", pl_module)
-        defence = self._defence(trainer, pl_module)
-        num_classes = getattr(trainer.datamodule, "num_classes", None) or defence.num_classes
-        counts = torch.zeros(len(COUNTS), dtype=torch.long, device=pl_module.device)
-        pairs = torch.zeros(2, num_classes, num_classes, dtype=torch.long, device=pl_module.device)
-        batches = self.my_batches(trainer)
-        bar = tqdm(total=len(batches), desc=f"post-train ({self.split}, non-adaptive)",
-                   disable=trainer.global_rank != 0, leave=False, dynamic_ncols=True)
-        for batch_index, (x, y) in batches:
-            x, y = x.to(pl_module.device), y.to(pl_module.device)
-            counts += self._count_batch(net, defence, x, y, self.seed + batch_index, pairs)
-            bar.update(1)
-            bar.set_postfix(fine_tunes=defence.fine_tunes)
-            self.stop_if_preempted(trainer)
-        bar.close()
-        work = torch.tensor([defence.fine_tunes, defence.cache_hits], device=pl_module.device)
-        if trainer.world_size > 1:  # every process calls the collectives
-            counts = trainer.strategy.reduce(counts, reduce_op="sum")
-            pairs = trainer.strategy.reduce(pairs, reduce_op="sum")
-            work = trainer.strategy.reduce(work, reduce_op="sum")
-        result = self._result(trainer, pl_module, stage, counts.tolist(), pairs, work.tolist(), time.time() - started)
-        result["provenance"] = provenance(trainer, pl_module, started, self)
-        self.results.append(result)
-        if trainer.is_global_zero:
-            self._report(trainer, result)
-        return result
+        self._predictor = self._defence(trainer, pl_module)
+        self._classes = getattr(trainer.datamodule, "num_classes", None) or self._predictor.num_classes
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._predictor = None  # its cache of fine-tuned copies
+
+    def zero_counts(self, trainer, pl_module) -> Counts:
+        """COUNTS; per input kind, samples per sorted class pair (row: the smaller class); this process's
+        fine-tunes and cache hits (they depend on the sharding, so they stay out of ``counts``)."""
+        return zeros(**dict.fromkeys(COUNTS, ()), fine_tunes=(), cache_hits=(),
+                     **{f"{kind}_pairs": (self._classes, self._classes) for kind in INPUTS})
+
+    def count_batch(self, pl_module, x, y, batch_index: int) -> Counts:
+        net, defence, seed = getattr(pl_module, "net", pl_module), self._predictor, self.seed + batch_index
+        work = (defence.fine_tunes, defence.cache_hits)
+        x_adv = create_attack({**self.attack, "seed": seed})(net, x, y)
+        counts = {"samples": torch.tensor(y.numel())}
+        for kind, inputs in zip(INPUTS, (x, x_adv)):
+            accuracy = "clean" if kind == "clean" else "robust"
+            with attack_mode(net), torch.no_grad():
+                base = net(inputs).argmax(1)
+            original, neighbour = defence.neighbours(inputs, seed)
+            defended = defence.classify(inputs, original, neighbour)
+            counts[f"{accuracy}_correct"] = (base == y).sum()
+            counts[f"{accuracy}_correct_post_train"] = (defended == y).sum()
+            counts[f"{kind}_label_in_pair"] = ((original == y) | (neighbour == y)).sum()
+            counts[f"{kind}_no_neighbour"] = (original == neighbour).sum()
+            low, high = torch.minimum(original, neighbour), torch.maximum(original, neighbour)
+            pairs = torch.zeros(self._classes, self._classes, dtype=torch.long, device=y.device)
+            counts[f"{kind}_pairs"] = pairs.index_put_((low, high), torch.ones_like(low), accumulate=True)
+        counts["fine_tunes"] = torch.tensor(defence.fine_tunes - work[0])
+        counts["cache_hits"] = torch.tensor(defence.cache_hits - work[1])
+        return counts
+
+    def summarise(self, trainer, pl_module, counts: Counts) -> dict[str, Any]:
+        c = {name: int(counts[name]) for name in COUNTS}
+        total = max(c["samples"], 1)
+        eps = create_attack(self.attack).eps
+        rows = [{"attack": defence, "eps": e, "accuracy": c[key] / total, "correct": c[key], "total": c["samples"]}
+                for defence, suffix in (("base", ""), ("post_train", "_post_train"))
+                for e, key in ((0.0, f"clean_correct{suffix}"), (eps, f"robust_correct{suffix}"))]
+        return {
+            "evaluation": "non-adaptive", "threat_model": NON_ADAPTIVE,
+            "num_samples": c["samples"],
+            "clean_correct": c["clean_correct"], "clean_accuracy": c["clean_correct"] / total,
+            "clean_accuracy_post_train": c["clean_correct_post_train"] / total,
+            "robust_accuracy": c["robust_correct"] / total,
+            "robust_accuracy_post_train": c["robust_correct_post_train"] / total,
+            "counts": c,
+            "label_in_pair": {kind: c[f"{kind}_label_in_pair"] / total for kind in INPUTS},
+            "no_neighbour": {kind: c[f"{kind}_no_neighbour"] / total for kind in INPUTS},
+            "distinct_pairs": {kind: int((counts[f"{kind}_pairs"] > 0).triu(diagonal=1).sum()) for kind in INPUTS},
+            "fine_tunes_all_processes": int(counts["fine_tunes"]), "cache_hits_all_processes": int(counts["cache_hits"]),
+            "attack": {**self.attack, "eps": eps}, "defence": self.defence.to_dict(),
+            "rows": rows,
+        }
+
+    def report(self, trainer, result: dict[str, Any], path: Path) -> None:
+        log_to_loggers(trainer.loggers, {**result, "split": f"{self.split}/post_train"}, trainer.global_step)
+        grid = format_table(result).split("\n", 1)[1]  # the accuracy grid, without the sweep's header line
+        rank_zero_info(f"post-train defence on {result['num_samples']} {self.split} images; {NON_ADAPTIVE}\n"
+                       f"rows: base model, post-train; eps 0 = clean inputs, eps > 0 = {self.attack['name']} on the "
+                       f"base model\n{grid}\nwritten to {path}")
 
     def _defence(self, trainer, pl_module) -> PostTrain:
         train_set = trainer.datamodule.dataset(self.train_split)
@@ -132,63 +171,3 @@ class PostTrainEvaluation(EvaluationCallback):
         except TypeError:  # a dataset that keeps no labels: PostTrain reads them item by item
             labels = None
         return PostTrain(getattr(pl_module, "net", pl_module), train_set, self.defence, labels=labels)
-
-    def _count_batch(self, net, defence: PostTrain, x, y, seed: int, pairs: torch.Tensor) -> torch.Tensor:
-        """Counts in COUNTS order; ``pairs[0 | 1][a, b]`` += samples whose (sorted) pair is {a, b},
-        on clean | adversarial inputs."""
-        x_adv = create_attack({**self.attack, "seed": seed})(net, x, y)
-        counts = [y.numel()]
-        in_pair, no_neighbour = [], []
-        for kind, inputs in enumerate((x, x_adv)):
-            with attack_mode(net), torch.no_grad():
-                base = net(inputs).argmax(1)
-            original, neighbour = defence.neighbours(inputs, seed)
-            defended = defence.classify(inputs, original, neighbour)
-            counts += [(base == y).sum(), (defended == y).sum()]
-            in_pair.append(((original == y) | (neighbour == y)).sum())
-            no_neighbour.append((original == neighbour).sum())
-            low, high = torch.minimum(original, neighbour), torch.maximum(original, neighbour)
-            pairs[kind].index_put_((low, high), torch.ones_like(low), accumulate=True)
-        return torch.stack([torch.as_tensor(c, device=y.device) for c in counts + in_pair + no_neighbour])
-
-    def _result(self, trainer, pl_module, stage, counts: list[int], pairs: torch.Tensor, work: list[int],
-                seconds: float) -> dict[str, Any]:
-        c = dict(zip(COUNTS, counts))
-        total = max(c["samples"], 1)
-        eps = create_attack(self.attack).eps
-        off_diagonal = ~torch.eye(pairs.shape[1], dtype=torch.bool, device=pairs.device)
-        distinct = ((pairs > 0) & off_diagonal).flatten(1).sum(1).tolist()
-        rows = [{"attack": defence, "eps": e, "accuracy": c[key] / total, "correct": c[key], "total": c["samples"]}
-                for defence, suffix in (("base", ""), ("post_train", "_post_train"))
-                for e, key in ((0.0, f"clean_correct{suffix}"), (eps, f"robust_correct{suffix}"))]
-        hparams = dict(getattr(pl_module, "hparams", {}))
-        return {
-            "stage": stage, "split": self.split, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-            "evaluation": "non-adaptive", "threat_model": NON_ADAPTIVE,
-            "num_samples": c["samples"],
-            "clean_correct": c["clean_correct"], "clean_accuracy": c["clean_correct"] / total,
-            "clean_accuracy_post_train": c["clean_correct_post_train"] / total,
-            "robust_accuracy": c["robust_correct"] / total,
-            "robust_accuracy_post_train": c["robust_correct_post_train"] / total,
-            "counts": c,
-            "label_in_pair": {"clean": c["clean_label_in_pair"] / total,
-                              "adversarial": c["adversarial_label_in_pair"] / total},
-            "no_neighbour": {"clean": c["clean_no_neighbour"] / total,
-                             "adversarial": c["adversarial_no_neighbour"] / total},
-            "distinct_pairs": {"clean": distinct[0], "adversarial": distinct[1]},
-            "fine_tunes_all_processes": work[0], "cache_hits_all_processes": work[1],
-            "attack": {**self.attack, "eps": eps}, "defence": self.defence.to_dict(),
-            "rows": rows,
-            "model": {k: hparams.get(k) for k in ("backbone", "source", "num_classes", "objective", "attack") if k in hparams},
-            "data": trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {},
-            "world_size": trainer.world_size, "seconds": round(seconds, 2),
-        }
-
-    def _report(self, trainer, result: dict[str, Any]) -> None:
-        path = run_directory(trainer) / self.filename
-        append_json(path, result)
-        log_to_loggers(trainer.loggers, {**result, "split": f"{self.split}/post_train"}, trainer.global_step)
-        grid = format_table(result).split("\n", 1)[1]  # the accuracy grid, without the sweep's header line
-        rank_zero_info(f"post-train defence on {result['num_samples']} {self.split} images; {NON_ADAPTIVE}\n"
-                       f"rows: base model, post-train; eps 0 = clean inputs, eps > 0 = {self.attack['name']} on the "
-                       f"base model\n{grid}\nwritten to {path}")

@@ -1,7 +1,8 @@
 """The evaluation samples of one process: the same global batches on 1 or N processes.
 
-Evaluations take a fixed, seeded subset of a split (or all of it), cut it into global
-batches of ``batch_size`` in index order, and give process ``rank`` of ``world`` the
+Evaluations take a fixed, seeded subset of a split (or all of it:
+:func:`datamodules.splits.seeded_subset`), cut it into global batches of ``batch_size``
+in the subset's order, and give process ``rank`` of ``world`` the
 batches rank, rank + world, ... Nothing is padded or duplicated, so counts summed over
 processes equal a one-process run's, and per-batch seeds (from the global batch index)
 make attacks independent of the number of processes.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.splits import seeded_subset
 
 
 class NumberedBatches:
@@ -27,19 +29,10 @@ class NumberedBatches:
         return zip(self.indices, self.loader)
 
 
-def evaluation_subset(dataset: Dataset, num_samples: Optional[int], seed: int) -> Dataset:
-    """A fixed random subset of ``num_samples`` items, in index order (all items when None)."""
-    n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
-    if n == len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    return Subset(dataset, order.sort().values.tolist())
-
-
 def global_batches(dataset: Dataset, num_samples: Optional[int], batch_size: int, seed: int,
                    rank: int, world: int) -> NumberedBatches:
     """Process ``rank``'s share of the global batches, as (global batch index, batch) pairs."""
-    dataset = evaluation_subset(dataset, num_samples, seed)
+    dataset = seeded_subset(dataset, num_samples, seed)
     n = len(dataset)
     mine = list(range(rank, -(-n // batch_size), world))
     batches = [list(range(b * batch_size, min(n, (b + 1) * batch_size))) for b in mine]

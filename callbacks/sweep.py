@@ -24,12 +24,18 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from attacks import create_attack
+from attacks import Attack, WrappedAttack, create_attack
 from attacks.norms import MEASURE_BALLS, make_ball
 from attacks.reference_autoattack import CHECK_KEYS, REFERENCE_CHECKS
 
 #: per attack, what ``BatchSweep.checks`` counts: each reference check, then threat-model violations
 CHECK_COLUMNS = (*CHECK_KEYS, "threat_model_violations")
+#: how an attack reaches the evaluated model (:func:`threat_model`), as results describe it
+THREAT_MODELS = {
+    "white-box": "differentiates through the whole model, [0, 1] pixels to logits",
+    "black-box": "queries the model's scores only, no gradients",
+    "transfer": "crafted on another model; the evaluated model only classifies the results",
+}
 
 
 @dataclass
@@ -38,6 +44,15 @@ class BatchSweep:
     robust: torch.Tensor  # (num_attacks, num_eps, N) bool
     black_box_only: torch.Tensor  # (num_eps, N) bool
     checks: torch.Tensor  # (num_attacks, len(CHECK_COLUMNS)) long
+
+
+def threat_model(attack: Attack) -> str:
+    """``white-box``, ``black-box`` or ``transfer`` (see THREAT_MODELS); a wrapper's is its inner attack's."""
+    if isinstance(attack, WrappedAttack):
+        return threat_model(attack.inner)
+    if attack.name == "transfer":
+        return "transfer"
+    return "black-box" if attack.black_box else "white-box"
 
 
 def attack_seed(seed: int, attack_index: int, eps_index: int) -> int:

@@ -27,7 +27,9 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
 
 
 def seeded_subset(dataset: Dataset, size: Optional[int], seed: int) -> Dataset:
-    """A fixed random subset of ``size`` items (all items when size is None)."""
+    """A fixed random subset of ``size`` items in its seeded random order (all items, in index order,
+    when size is None or not smaller than the dataset). Datamodules' train/test subsets, evaluation
+    subsets and gallery images all come from here; with one seed a smaller subset is a prefix of a larger."""
     if size is None or size >= len(dataset):
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))

@@ -115,7 +115,7 @@ def list_components(kinds: list[str]) -> str:
     from attacks import ATTACKS
     from datamodules.augmentations import AUGMENTATIONS
     from lightning_modules.objectives import OBJECTIVES
-    from lightning_modules.preprocessing import PREPROCESSING
+    from lightning_modules.defences.blur import PREPROCESSING
 
     registries = {"attacks": ATTACKS, "objectives": OBJECTIVES, "preprocessing": PREPROCESSING,
                   "augmentations": AUGMENTATIONS}

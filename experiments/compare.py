@@ -118,8 +118,9 @@ def entry_from_result(result: dict[str, Any], path: Path) -> Optional[Entry]:
     acc = {(keys[r["attack"]], float(r["eps"])): r["accuracy"] for r in result["rows"] if r["eps"] > 0}
     grid = tuple(sorted({e for _, e in acc}))
     norm = "+".join(result.get("norms", [])) or "linf"
+    kinds = dict.fromkeys(a.get("threat_model", "white-box") for a in result.get("attacks", [])) or ["white-box"]
     return Entry(group=(dataset, result.get("split", "test"), norm, grid), identity=identity, defence=_defence(model),
-                 clean=result["clean_accuracy"], acc=acc, evaluation="adaptive (white-box)", **common)
+                 clean=result["clean_accuracy"], acc=acc, evaluation=f"adaptive ({' + '.join(kinds)})", **common)
 
 
 def entries_from_files(files: Iterable[Path]) -> list[Entry]:

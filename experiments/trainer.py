@@ -88,8 +88,10 @@ class EvaluatingTrainer(pl.Trainer):
             run_on=("test_end",),
             seed=seed,
             cache_dir=str(Path(self.default_root_dir) / "eval_cache") if resume else None,
+            run_under_fast_dev_run=True,  # the evaluation is what this subcommand is asked for
         )
-        defence = None if post_train is None else PostTrainEvaluation(**{**post_train, "run_on": ["test_end"]})
+        defence = None if post_train is None else PostTrainEvaluation(
+            **{**post_train, "run_on": ["test_end"], "run_under_fast_dev_run": True})
         replaced = configured + [c for c in self.callbacks if defence and isinstance(c, PostTrainEvaluation)]
         for callback in replaced:
             self.callbacks.remove(callback)

@@ -3,7 +3,7 @@
 - ``group``: the experiment, the stem of the first ``--config`` YAML (``mnist_pgd_at``); without
   one, ``<dataset>_<objective>``. ``advtrain evaluate`` joins its training run's group.
 - ``job_type``: the subcommand (``fit``, ``evaluate``, ...).
-- ``name``: ``<experiment>-<objective>[-<attack>-eps<eps>]-s<seed>``; evaluations add ``-<subcommand>``.
+- ``name``: ``<experiment>-<objective>[-<attack>-eps<eps>][-<preprocessing>]-s<seed>``; evaluations add ``-<subcommand>``.
 - config: nested (``model.lr``, ``data.batch_size``, ``trainer.callbacks.RobustnessEvaluation.epsilons``),
   see :func:`nested_config`; an evaluation also records ``training_run`` (id, W&B path, ...).
 
@@ -90,6 +90,9 @@ def run_name(config: Any, subcommand: Optional[str]) -> str:
     attack = _get(model, "attack")
     if attack and parts[1] != "clean":
         parts += [str(_get(attack, "name", "attack")), f"eps{_get(attack, 'eps', '')}"]
+    preprocessing = _plain(_get(model, "preprocessing"))
+    if preprocessing:  # gaussian1.5, median3: the runs of a blur sweep get distinct names
+        parts.append(f"{preprocessing.get('name')}" + "".join(str(v) for k, v in preprocessing.items() if k != "name"))
     parts.append(f"s{_get(config, 'seed_everything', 0)}")
     if subcommand and subcommand != "fit":
         parts.append(subcommand)

@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("ADVTRAIN_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 MNIST_PRESENT = (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 needs_mnist = pytest.mark.skipif(not MNIST_PRESENT, reason=f"real MNIST copy not found at {SHARED_DATASETS}/MNIST/raw")
+# a two-batch fit (two training, two validation batches) whose evaluation callbacks run, unlike under
+# --trainer.fast_dev_run, where they stand down. Not 1: the CLI reads a limit of 1 as 1.0, the whole epoch.
+TWO_BATCHES = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+               "--trainer.num_sanity_val_steps", "0"]
 
 
 class ToyNet(nn.Module):

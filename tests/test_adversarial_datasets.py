@@ -18,7 +18,7 @@ from datamodules.pregenerated import cached_adversarial_set
 from lightning_modules.checkpoints import load_classifier
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier
-from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, needs_mnist
+from tests.conftest import MNIST_PRESENT, TWO_BATCHES, REPO, SHARED_DATASETS, needs_mnist
 
 FGSM = {"name": "fgsm", "eps": 0.1}
 QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
@@ -205,7 +205,7 @@ SOURCE_BACKBONE = {"mnist": "mnist_small", "cifar10": "resnet18", "cats_vs_dogs"
 
 
 def cli_args(experiment: str, tmp_path: Path) -> list[str]:
-    """One-batch fit of an experiment YAML: real MNIST when present, else a synthetic base (small
+    """Two-batch fit of an experiment YAML: real MNIST when present, else a synthetic base (small
     images); the final robustness sweep runs FGSM only, on 4 test images."""
     base = "--data.init_args.base"
     if experiment == "mnist" and MNIST_PRESENT:
@@ -217,9 +217,8 @@ def cli_args(experiment: str, tmp_path: Path) -> list[str]:
                 f"{base}.init_args.num_classes", str(classes), f"{base}.init_args.num_train", "96",
                 f"{base}.init_args.num_test", "16", f"{base}.init_args.val_size", "16"]
     return ["fit", *data, f"{base}.init_args.batch_size", "16", f"{base}.init_args.num_workers", "0",
-            "--data.init_args.cache_dir", str(tmp_path / "cache"), "--trainer.fast_dev_run", "1",
-            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
-            "--trainer.enable_progress_bar", "false", "--trainer.callbacks.attacks", '[{"name": "fgsm"}]',
+            "--data.init_args.cache_dir", str(tmp_path / "cache"), *TWO_BATCHES, "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false", "--trainer.callbacks.attacks", '[{"name": "fgsm"}]',
             "--trainer.callbacks.num_samples", "4", "--trainer.callbacks.masking_checks", "false"]
 
 
@@ -252,6 +251,7 @@ def test_pregenerated_finetune_experiment_runs_one_batch(tmp_path, one_torch_thr
     assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 1
     _, result = json.loads(next((tmp_path / "run").rglob("robustness.json")).read_text())["evaluations"]
     assert {row["attack"] for row in result["rows"]} >= {"fgsm", "worst_case"} and len(result["attacks"]) == 2
+    assert [a["threat_model"] for a in result["attacks"]] == ["white-box", "transfer"]
 
 
 # -- the paper's fine-tuning on real MNIST ---------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import callbacks  # noqa: F401  (registers "transfer", which still lives in callbacks/)
 from attacks import available_attacks, create_attack
 from tests.conftest import ToyNet, toy_data
 from tests.invariants import check_eps_zero_identity, check_no_side_effects, check_threat_model, with_boundary_pixels

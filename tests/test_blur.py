@@ -9,6 +9,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import wandb
+import yaml
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
@@ -17,12 +19,12 @@ from attacks.bpda import straight_through
 from callbacks import PerturbationScore, RobustnessEvaluation, perturbation_score
 from callbacks.perturbation_score import score_from_counts
 from datamodules import MNISTDataModule, SyntheticDataModule
-from experiments.blur_sweep import blur_settings, blur_sweep, format_sweep
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier, Normalize
 from lightning_modules.defences.blur import GaussianBlur, MedianBlur, create_preprocessing
-from tests.conftest import MNIST_PRESENT, REPO, SHARED_DATASETS, needs_mnist, toy_data
+from tests.conftest import MNIST_PRESENT, TWO_BATCHES, REPO, SHARED_DATASETS, needs_mnist, toy_data
 from tests.invariants import check_threat_model, with_boundary_pixels
+from tests.wandb_files import read_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -266,7 +268,8 @@ def test_perturbation_score_on_a_tiny_trained_model(trained_toy):
     assert result["successful"] == success.sum() > 0
     assert result["mean_l2"] == pytest.approx(norms[success].mean().item(), rel=1e-4)
     assert result["score"] == pytest.approx(result["accuracy"] * result["mean_l2"])
-    assert score_from_counts([10, 5, 5, 0, 0.0])["score"] is None
+    assert score_from_counts({"num_samples": 10, "clean_correct": 5, "attacked": 5, "successful": 0,
+                              "l2_sum": 0.0})["score"] is None
 
 
 def test_perturbation_score_callback_writes_json_and_logs(tmp_path):
@@ -287,24 +290,46 @@ def test_perturbation_score_callback_writes_json_and_logs(tmp_path):
         PerturbationScore(attack="l3_attack")
 
 
-def test_blur_sweep_trains_scores_and_picks_the_best(tmp_path, capsys):
-    assert blur_settings([0, 1.0], [1, 3]) == [None, GAUSSIAN, MEDIAN]
-    dm = SyntheticDataModule(num_train=256, num_test=32, batch_size=32, val_size=32, noise=0.3)
-    out = tmp_path / "sweep.json"
-    summary = blur_sweep(dm, [None, GAUSSIAN, MEDIAN], max_steps=15, accelerator="cpu",
-                         attack={"name": "l2_iterative_targeted", "max_steps": 30}, output=str(out))
-    assert [r["setting"] for r in summary["rows"]] == ["none", "gaussian(sigma=1)", "median(window=3)"]
-    scored = [r for r in summary["rows"] if r["score"] is not None]
-    assert scored and summary["best"] == max(scored, key=lambda r: r["score"])["setting"]
-    assert json.loads(out.read_text())["rows"] == summary["rows"]
-    assert "<- best" in format_sweep(summary)
+def test_blur_sweep_runs_each_setting_through_advtrain(tmp_path, monkeypatch):
+    """experiments/sweeps/blur_filter.yaml: each setting is one `advtrain fit` of experiments/blur_sweep.yaml that
+    leaves its config, its perturbation_score.json and a W&B run holding the score the sweep ranks by."""
+    sweep = yaml.safe_load((REPO / "experiments" / "sweeps" / "blur_filter.yaml").read_text())
+    settings = [yaml.safe_load(v) for v in sweep["parameters"]["model.preprocessing"]["values"]]
+    assert settings[0] is None and GAUSSIAN in settings and MEDIAN in settings  # null: the undefended baseline
+    assert all(create_preprocessing(s) is not None for s in settings[1:])
+    assert sweep["metric"] == {"name": "perturbation_score/test/score", "goal": "maximize"}
+    assert sweep["command"][1:5] == ["advtrain", "fit", "--config", "experiments/blur_sweep.yaml"]
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):  # W&B offline, as without credentials
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = ["--data", "datamodules.SyntheticDataModule", "--data.num_train", "256", "--data.num_test", "32",
+            "--data.batch_size", "32", "--data.val_size", "32", "--data.noise", "0.3"]
+    for setting in (None, GAUSSIAN, MEDIAN):
+        main(["fit", "--config", str(REPO / "experiments" / "blur_sweep.yaml"), *data,
+              "--model.preprocessing", json.dumps(setting), "--trainer.max_steps", "15",
+              "--trainer.callbacks.attack", '{"name": "l2_iterative_targeted", "max_steps": 30}',
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+        wandb.finish()  # each setting is its own process in the sweep; here, close the run
+    wandb.teardown()  # wait until the W&B service has written every run file
+    runs = {}
+    for offline in (tmp_path / "wandb").glob("offline-run-*"):
+        run = read_run(offline)
+        folder = tmp_path / "advtrain" / offline.name.rsplit("-", 1)[1]  # offline-run-<time>-<run id>
+        (result,) = json.loads((folder / "perturbation_score.json").read_text())["evaluations"]
+        assert (folder / "config.yaml").exists() and result["num_samples"] == 32
+        assert run.summary.get(sweep["metric"]["name"]) == pytest.approx(result["score"])
+        runs[run.name] = result
+    assert sorted(runs) == ["blur_sweep-clean-gaussian1.0-s0", "blur_sweep-clean-median3-s0", "blur_sweep-clean-s0"]
+    assert sorted(json.dumps(r["model"]["preprocessing"]) for r in runs.values()) == sorted(
+        json.dumps(s) for s in (None, GAUSSIAN, MEDIAN))
+    assert any(r["score"] is not None for r in runs.values()), "the sweep has a best setting to pick"
 
 
 def test_blur_yaml_instantiates_through_the_cli(tmp_path):
-    """experiments/blur_median.yaml: one batch, then the robustness sweep labels bpda and the score is written."""
-    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), "--trainer.fast_dev_run", "1",
-            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.enable_progress_bar", "false"]
+    """experiments/blur_median.yaml: two batches, then the robustness sweep labels bpda and the score is written."""
+    args = ["fit", "--config", str(REPO / "experiments" / "blur_median.yaml"), *TWO_BATCHES, "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
     if MNIST_PRESENT:
         args += ["--data.data_dir", str(SHARED_DATASETS), "--data.download", "false", "--data.test_size", "8"]
     else:

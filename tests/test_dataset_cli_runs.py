@@ -8,10 +8,10 @@ import re
 import pytest
 
 from experiments.cli import main
-from tests.conftest import REPO
+from tests.conftest import TWO_BATCHES, REPO
 from tests.test_data_pipeline import write_cifar100, write_fashion_mnist, write_imagenet, write_oxford_pet
 
-RUN = ["--trainer.fast_dev_run", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+RUN = [*TWO_BATCHES, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
        "--trainer.enable_model_summary", "false", "--data.num_workers", "0", "--data.batch_size", "4"]
 
 CASES = {

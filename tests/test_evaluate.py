@@ -41,8 +41,8 @@ def test_interrupted_evaluation_resumes_without_redoing_finished_batches(checkpo
     for path in batches[4:]:
         path.unlink()
     computed = []
-    original = RobustnessEvaluation._count_batch
-    monkeypatch.setattr(RobustnessEvaluation, "_count_batch",
+    original = RobustnessEvaluation.count_batch
+    monkeypatch.setattr(RobustnessEvaluation, "count_batch",
                         lambda self, m, x, y, b: computed.append(b) or original(self, m, x, y, b))
     main(["evaluate", *common, *logger, str(tmp_path / "resumed")])
     resumed, resumed_rows = rows(tmp_path / "resumed")

@@ -4,7 +4,6 @@ last.ckpt and exits non-zero; an evaluation stopped by SIGTERM continues where i
 from __future__ import annotations
 
 import csv
-import json
 import signal
 import subprocess
 import sys

@@ -35,13 +35,20 @@ def test_concurrent_appenders_lose_no_result(tmp_path):
 
 
 # -- the evaluation cache ------------------------------------------------------------------
+SHAPES = {"samples": (), "robust": (5,)}
+
+
 def _cache_and_batch(tmp_path):
     torch.manual_seed(0)
-    cache = BatchCache(tmp_path, nn.Linear(4, 3), {"attacks": ["pgd"], "seed": 0})
+    cache = BatchCache(tmp_path, nn.Linear(4, 3), {"attacks": ["pgd"], "seed": 0}, SHAPES)
     x, y = torch.rand(8, 4), torch.arange(8) % 3
-    counts = torch.tensor([8, 7, 5, 3, 0, 0])
+    counts = {"samples": torch.tensor(8), "robust": torch.tensor([7, 5, 3, 0, 0])}
     cache.save(0, x, y, counts)
     return cache, x, y, counts
+
+
+def _equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _rewrite(path, change):
@@ -57,12 +64,12 @@ def _refused(cache, x, y, why):
 
 def test_cache_entry_round_trip_and_other_data_is_stale(tmp_path):
     cache, x, y, counts = _cache_and_batch(tmp_path)
-    assert torch.equal(cache.load(0, x, y), counts)
+    assert _equal(cache.load(0, x, y), counts)
     _refused(cache, x[:7], y[:7], r"stale \(for a batch of another size")
     x2 = x.clone()
     x2[3, 1] += 0.01
     _refused(cache, x2, y, r"stale \(for other data")
-    other = BatchCache(tmp_path, nn.Linear(4, 3), {"attacks": ["pgd"], "seed": 1})
+    other = BatchCache(tmp_path, nn.Linear(4, 3), {"attacks": ["pgd"], "seed": 1}, SHAPES)
     other.folder.mkdir(parents=True)
     cache._path(0).rename(other._path(0))  # an entry moved into another key's folder
     _refused(other, x, y, r"stale \(written for other settings")
@@ -71,15 +78,22 @@ def test_cache_entry_round_trip_and_other_data_is_stale(tmp_path):
 def test_corrupt_truncated_and_forged_entries_are_named_and_recomputed(tmp_path):
     cache, x, y, counts = _cache_and_batch(tmp_path)
     path = cache._path(0)
-    _rewrite(path, lambda e: e["counts"].__setitem__(1, 8))  # edited counts, old checksum
+    _rewrite(path, lambda e: e["counts"]["robust"].__setitem__(0, 8))  # edited counts, old checksum
     _refused(cache, x, y, r"corrupt \(checksum mismatch")
 
     def forge(entry):  # a forger who knows the format: more robust than samples, checksum recomputed
-        entry["counts"][2] = 9
+        entry["counts"]["robust"][1] = 9
         entry["checksum"] = _checksum(entry["counts"], entry["header"])
     cache.save(0, x, y, counts)
     _rewrite(path, forge)
     _refused(cache, x, y, r"forged \(a count outside \[0, 8\]")
+
+    def relayout(entry):  # counts of another shape (a cache written by another version), checksum recomputed
+        entry["counts"]["robust"] = torch.tensor([1, 2])
+        entry["checksum"] = _checksum(entry["counts"], entry["header"])
+    cache.save(0, x, y, counts)
+    _rewrite(path, relayout)
+    _refused(cache, x, y, r"malformed \(counts of other names, shapes or types")
 
     cache.save(0, x, y, counts)
     path.write_bytes(path.read_bytes()[:100])
@@ -87,7 +101,7 @@ def test_corrupt_truncated_and_forged_entries_are_named_and_recomputed(tmp_path)
     path.write_bytes(b"")
     _refused(cache, x, y, r"unreadable")
     cache.save(0, x, y, counts)
-    assert torch.equal(cache.load(0, x, y), counts)
+    assert _equal(cache.load(0, x, y), counts)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +114,8 @@ def checkpoint(tmp_path_factory):
 def test_evaluate_never_reuses_results_of_other_samples(checkpoint, tmp_path, monkeypatch):
     """Each setting that selects the samples changes the key: nothing stale is counted."""
     computed = []
-    original = RobustnessEvaluation._count_batch
-    monkeypatch.setattr(RobustnessEvaluation, "_count_batch",
+    original = RobustnessEvaluation.count_batch
+    monkeypatch.setattr(RobustnessEvaluation, "count_batch",
                         lambda self, m, x, y, b: computed.append(b) or original(self, m, x, y, b))
     common = [*SYNTHETIC, "--model.backbone", "mnist_small", "--ckpt_path", checkpoint, *EVAL,
               "--trainer.default_root_dir", str(tmp_path / "root")]

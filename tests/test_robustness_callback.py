@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import pytorch_lightning as pl
@@ -62,6 +63,8 @@ def test_callback_counts_writes_json_and_keeps_earlier_results(fitted, tmp_path)
     assert rows[("worst_case", 0.0)]["correct"] == result["clean_correct"]
     assert rows[("worst_case", 0.2)]["correct"] < result["clean_correct"]
     assert result["warnings"] == []
+    assert [a["threat_model"] for a in result["attacks"]] == ["white-box", "white-box"]
+    assert result["threat_model"].startswith("white-box (pgd(steps=5), fgsm)") and "black-box" not in result["threat_model"]
     checks = result["gradient_masking_checks"]
     assert checks["probe_samples"] == 100 and checks["unbounded_pgd20_accuracy"] == 0.0
     assert checks["pgd50_accuracy"] <= checks["pgd10_accuracy"] + 0.01
@@ -78,6 +81,10 @@ def test_bad_configuration_fails_before_any_work():
         RobustnessEvaluation(attacks=["pgdd"])
     with pytest.raises(ValueError, match="outside"):
         RobustnessEvaluation(epsilons=[8])
+    # each attack's own norm: an L2 budget of 3 fits an L2 attack, not an L-inf one beside it in the sweep
+    assert RobustnessEvaluation(attacks=[{"name": "pgd", "norm": "l2"}], epsilons=[3.0]).epsilons == [0.0, 3.0]
+    with pytest.raises(ValueError, match="epsilon 3 does not fit pgd: .*outside"):
+        RobustnessEvaluation(attacks=[{"name": "pgd", "norm": "l2"}, {"name": "pgd"}], epsilons=[3.0])
     with pytest.raises(ValueError, match="run_on"):
         RobustnessEvaluation(run_on=["fit_start"])
 
@@ -144,3 +151,18 @@ def test_masked_gradients_are_caught_by_the_sweep(fitted, tmp_path):
     assert result["gradient_masking_checks"]["black_box_only"]["0.3"] > 0
     assert result["gradient_masking_checks"]["unbounded_pgd20_accuracy"] > 0.05
     assert any("black-box" in w for w in result["warnings"]) and any("unbounded" in w for w in result["warnings"])
+    assert [a["threat_model"] for a in result["attacks"]] == ["white-box", "black-box"]  # from the attacks run
+    assert "white-box (pgd(steps=5))" in result["threat_model"] and "black-box (square(n_queries=200))" in result[
+        "threat_model"]
+
+
+def test_under_fast_dev_run_evaluations_stand_down_unless_asked(fitted, tmp_path, caplog):
+    model, dm = fitted
+    quiet, asked = (RobustnessEvaluation(attacks=[{"name": "fgsm"}], epsilons=[0.1], num_samples=n,
+                                         run_under_fast_dev_run=n == 9) for n in (8, 9))
+    with caplog.at_level(logging.INFO):
+        pl.Trainer(logger=False, callbacks=[quiet, asked], inference_mode=False, enable_progress_bar=False,
+                   default_root_dir=tmp_path, fast_dev_run=True).test(model, dm, verbose=False)
+    assert quiet.results == [] and [r["num_samples"] for r in asked.results] == [9]
+    assert caplog.text.count("RobustnessEvaluation stands down under fast_dev_run") == 1
+    assert "run_under_fast_dev_run: true" in caplog.text
