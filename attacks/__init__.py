@@ -14,6 +14,7 @@ from attacks.lbfgs import LBFGS
 from attacks.minimum_norm import CarliniWagnerL2, DeepFool
 from attacks.model_mode import attack_mode
 from attacks.pgd import BIM, FGSM, PGD, FGSMRandomStart
+from attacks.post_train_adaptive import PostTrainAdaptive
 from attacks.precision import Autocast
 from attacks.reference_autoattack import ReferenceAutoAttack
 from attacks.square import SquareAttack
@@ -24,7 +25,7 @@ from attacks.registry import (ATTACKS, PROJECT_PACKAGES, Registry, attack_option
 
 __all__ = [
     "APGD", "APGDCascade", "APGDTargeted", "Autocast", "BPDA", "CarliniWagnerL2", "DeepFool", "FMN", "FGSMTargeted",
-    "L2IterativeTargeted", "LBFGS", "ReferenceAutoAttack", "SquareAttack", "TransferAttack",
+    "L2IterativeTargeted", "LBFGS", "PostTrainAdaptive", "ReferenceAutoAttack", "SquareAttack", "TransferAttack",
     "Attack", "as_float", "attack_mode", "BIM", "FGSM", "FGSMRandomStart", "PGD",
     "WrappedAttack", "attack_options", "available_attacks", "create_attack", "register_attack",
     "PROJECT_PACKAGES", "check_class_path", "import_project_object", "ATTACKS", "Registry", "spec_name",

@@ -67,9 +67,10 @@ def main():
     train, runs = dm.dataset("train"), {}
     for name, cache_size in (("per pair (cached)", 256), ("per input (no cache)", 0)):
         defence = PostTrain(net, train, {**config, "cache_size": cache_size}, labels=labels_of(train))
-        original, neighbour = defence.neighbours(x_adv)
+        original, x_neighbour = defence.neighbour_inputs(x_adv)
+        neighbour = defence.neighbour_class(x_neighbour)
         start = time.perf_counter()
-        predictions = defence.classify(x_adv, original, neighbour)
+        predictions = defence.classify(x_adv, original, x_neighbour)
         if args.device == "cuda":
             torch.cuda.synchronize()
         runs[name] = (time.perf_counter() - start, defence.fine_tunes, predictions)

@@ -106,14 +106,15 @@ def entry_from_result(result: dict[str, Any], path: Path) -> Optional[Entry]:
     common = dict(run=run, dataset=dataset, backbone=str(model.get("backbone", "")),
                   objective=spec_name(model.get("objective")),
                   n=result.get("num_samples"), date=_date(result, path), step=step, source=str(path))
-    if result.get("evaluation") == "non-adaptive":  # post-train: the defended model's numbers
+    if "robust_accuracy_post_train" in result:  # post-train: the defended model's numbers
         eps = float(result["attack"]["eps"])
         key = attack_key(result["attack"])
-        acc = {(key, eps): result["robust_accuracy_post_train"], ("worst", eps): result["robust_accuracy_post_train"]}
+        worst = result.get("robust_accuracy_post_train_worst", result["robust_accuracy_post_train"])
+        acc = {(key, eps): result["robust_accuracy_post_train"], ("worst", eps): worst}
         norm = result["attack"].get("norm", "linf")
         return Entry(group=(dataset, result.get("split", "test"), norm, (eps,)), identity=identity + "+post_train",
                      defence=_defence(model) + " + post-train", clean=result["clean_accuracy_post_train"], acc=acc,
-                     evaluation="non-adaptive", **common)
+                     evaluation=result["evaluation"], **common)
     keys = attack_keys(result)
     acc = {(keys[r["attack"]], float(r["eps"])): r["accuracy"] for r in result["rows"] if r["eps"] > 0}
     grid = tuple(sorted({e for _, e in acc}))

@@ -42,6 +42,7 @@ CASES: dict[str, list[dict]] = {
                  {"eps": 0.5, "attack": {"name": "pgd", "norm": "l2", "steps": 5}}],
     "bpda": [{"eps": 0.1, "attack": {"name": "pgd", "steps": 5}}],
     "transfer": [{"eps": 0.1, "attack": {"name": "pgd", "steps": 3}}],
+    "post_train_adaptive": [{"eps": 0.2, "steps": 3}],
 }
 # attacks whose random start or search makes another seed give another output
 RANDOMISED = {"fgsm_rs", "pgd", "apgd_ce", "apgd_t", "square"}
@@ -85,8 +86,22 @@ def make(request):
     return build
 
 
-def call_kwargs(options, y) -> dict:
-    return {"target": (y + 1) % 4} if options.get("target_rule") == "given" else {}
+@pytest.fixture
+def call_kwargs(request):
+    """``call_kwargs(name, options, y)``: what the call needs besides (model, x, y): a given target, or for
+    post_train_adaptive the defence it attacks (post-train around the trained toy model, tiny settings)."""
+
+    def kwargs(name, options, y):
+        if name == "post_train_adaptive":
+            from lightning_modules.defences.post_train import PostTrain
+
+            model, x_train, y_train = request.getfixturevalue("trained_toy")
+            return {"defence": PostTrain(model, torch.utils.data.TensorDataset(x_train, y_train), {
+                "neighbour_attack": {"name": "pgd", "eps": 0.2, "steps": 2, "random_start": False},
+                "steps": 2, "samples_per_class": 4})}
+        return {"target": (y + 1) % 4} if options.get("target_rule") == "given" else {}
+
+    return kwargs
 
 
 def batch(trained_toy, name, n=32):
@@ -102,34 +117,34 @@ def test_every_registered_attack_has_a_case():
 
 
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_output_inside_ball_and_pixel_range(case, make, trained_toy):
+def test_output_inside_ball_and_pixel_range(case, make, trained_toy, call_kwargs):
     name, options = case
     model, x, y = batch(trained_toy, name)
     x = with_boundary_pixels(x)
-    x_adv = check_threat_model(make(name, options, seed=0), model, x, y, **call_kwargs(options, y))
+    x_adv = check_threat_model(make(name, options, seed=0), model, x, y, **call_kwargs(name, options, y))
     assert (x_adv != x).any(), "the attack moved no input at all"
 
 
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_eps_zero_returns_the_input(case, make, trained_toy):
+def test_eps_zero_returns_the_input(case, make, trained_toy, call_kwargs):
     name, options = case
     model, x, y = batch(trained_toy, name)
-    check_eps_zero_identity(lambda eps: make(name, options, eps=eps), model, x, y, **call_kwargs(options, y))
+    check_eps_zero_identity(lambda eps: make(name, options, eps=eps), model, x, y, **call_kwargs(name, options, y))
 
 
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_no_side_effects_on_the_model(case, bn_mode, make):
+def test_no_side_effects_on_the_model(case, bn_mode, make, call_kwargs):
     name, options = case
     x, y = toy_data(16)
-    check_no_side_effects(make(name, options, bn_mode=bn_mode), x, y, **call_kwargs(options, y))
+    check_no_side_effects(make(name, options, bn_mode=bn_mode), x, y, **call_kwargs(name, options, y))
 
 
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_seed_reproduces_the_attack(case, make, trained_toy):
+def test_seed_reproduces_the_attack(case, make, trained_toy, call_kwargs):
     name, options = case
     model, x, y = batch(trained_toy, name)
-    kwargs = call_kwargs(options, y)
+    kwargs = call_kwargs(name, options, y)
     a, b, c = (make(name, options, seed=s)(model, x, y, **kwargs) for s in (3, 3, 4))
     assert torch.equal(a, b), "one seed, two results"
     if name in RANDOMISED:
@@ -143,28 +158,30 @@ def test_seed_reproduces_the_attack(case, make, trained_toy):
 
 
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_follows_the_input_dtype(case, make, trained_toy):
+def test_follows_the_input_dtype(case, make, trained_toy, call_kwargs):
     name, options = case
-    if name in ("transfer", "autoattack"):
-        pytest.skip(f"{name} attacks another model (its source, or the reference code's float32 copy), "
-                    "not the model at hand")
+    if name in ("transfer", "autoattack", "post_train_adaptive"):
+        pytest.skip(f"{name} attacks another model (its source, the reference code's float32 copy, or the "
+                    "defence's float32 fine-tuned copies), not the model at hand alone")
     model, x, y = batch(trained_toy, name)
     double = ToyNet()
     double.load_state_dict(model.state_dict())
     double = double.double().eval()
-    x_adv = check_threat_model(make(name, options, seed=0), double, x.double(), y, **call_kwargs(options, y))
+    x_adv = check_threat_model(make(name, options, seed=0), double, x.double(), y, **call_kwargs(name, options, y))
     assert x_adv.dtype == torch.float64
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: device-following is checked on a GPU")
 @pytest.mark.parametrize("case", ALL, ids=case_id)
-def test_follows_the_input_device(case, make, trained_toy):
+def test_follows_the_input_device(case, make, trained_toy, call_kwargs):
     name, options = case
+    if name == "post_train_adaptive":
+        pytest.skip("post_train_adaptive attacks the defence's fine-tuned copies, which live on the defence's device")
     model, x, y = batch(trained_toy, name)
     device = torch.device("cuda")
     gpu = ToyNet()
     gpu.load_state_dict(model.state_dict())
     gpu = gpu.to(device).eval()
     x, y = x.to(device), y.to(device)
-    x_adv = check_threat_model(make(name, options, seed=0), gpu, x, y, **call_kwargs(options, y))
+    x_adv = check_threat_model(make(name, options, seed=0), gpu, x, y, **call_kwargs(name, options, y))
     assert x_adv.device.type == "cuda"

@@ -12,12 +12,14 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from attacks import create_attack
 from callbacks import PostTrainEvaluation
 from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier
 from lightning_modules.defences.post_train import PostTrain, PostTrainConfig, pair_seed
 from tests.conftest import REPO, SHARED_DATASETS, needs_mnist
+from tests.invariants import check_threat_model
 from tests.test_cli import _advtrain, csv_logger
 
 NEIGHBOUR = {"name": "pgd", "eps": 0.3, "alpha": 0.1, "steps": 5, "random_start": False}
@@ -100,16 +102,63 @@ class Constant(nn.Module):
 
 def test_the_answer_is_restricted_to_the_pair(toy):
     model, train, x, _ = toy
-    original, neighbour = PostTrain(model, train, SMALL).neighbours(x)
+    original, x_neighbour = PostTrain(model, train, SMALL).neighbour_inputs(x)
+    neighbour = PostTrain(model, train, SMALL).neighbour_class(x_neighbour)
     paired = original != neighbour
     outsider = next(c for c in range(4) if c not in distinct_pairs(original, neighbour).pop())
     for restrict in (True, False):
         defence = PostTrain(model, train, {**SMALL, "restrict_to_pair": restrict})
-        defence.fine_tuned = lambda a, b: Constant(4, outsider)  # a copy that prefers a third class
-        answer = defence.classify(x, original, neighbour)
+        defence.fine_tuned = lambda a, b, shift=None: Constant(4, outsider)  # a copy that prefers a third class
+        answer = defence.classify(x, original, x_neighbour)
         assert torch.equal(answer[~paired], original[~paired]), "no neighbour: the base model's class"
         in_pair = (answer == original) | (answer == neighbour)
         assert in_pair.all() if restrict else (answer[paired] == outsider).all()
+        assert torch.equal(defence.answers(x, original, x_neighbour)[0 if restrict else 1], answer), \
+            "answers gives both rules from the same copies"
+
+
+ADVERSARIAL_FINE_TUNE = {**SMALL, "steps": 10, "objective": "adversarial", "train_attack": {"name": "fgsm_rs", "eps": 0.2}}
+
+
+def test_the_adaptive_attack_leaves_fewer_robust_samples_than_the_base_model_attack(toy):
+    """Same budget (L-inf 0.2): PGD on the base model vs post_train_adaptive, both judged by the real defence
+    (the adversarial fine-tuning variant, where post-train raises robust accuracy non-adaptively)."""
+    model, train, x, y = toy
+    defence = PostTrain(model, train, ADVERSARIAL_FINE_TUNE)
+    non_adaptive = create_attack({"name": "pgd", "eps": 0.2, "steps": 10, "seed": 0})(model, x, y)
+    adaptive = check_threat_model(create_attack({"name": "post_train_adaptive", "eps": 0.2, "steps": 10, "seed": 0}),
+                                  model, x, y, defence=defence)
+    with torch.no_grad():
+        base_robust = int((model(non_adaptive).argmax(1) == y).sum())
+    robust = {name: int((defence.predict(inputs) == y).sum()) for name, inputs in
+              (("non-adaptive", non_adaptive), ("adaptive", adaptive))}
+    print(f"robust of {len(y)}: base model {base_robust}, post-train {robust}")
+    assert base_robust < robust["non-adaptive"], "the fixture must show post-train's non-adaptive gain"
+    assert robust["adaptive"] < robust["non-adaptive"], robust
+    with pytest.raises(ValueError, match="defence=PostTrain"):
+        create_attack({"name": "post_train_adaptive", "eps": 0.2})(model, x, y)
+
+
+def test_dir_adv_fine_tunes_each_input_on_images_moved_by_its_own_self_attack(toy):
+    """The authors' dir_adv: one copy per input with a neighbour (never cached), its training images moved by
+    +/- that input's x'' - x' (so pos and neg copies differ), order-free like the per-pair mode."""
+    model, train, x, _ = toy
+    pos = PostTrain(model, train, {**SMALL, "direction": "pos"})
+    original, x_neighbour = pos.neighbour_inputs(x)
+    paired = int((original != pos.neighbour_class(x_neighbour)).sum())
+    expected = pos.predict(x)
+    assert pos.fine_tunes == paired > len(distinct_pairs(original, pos.neighbour_class(x_neighbour)))
+    assert pos.cache_hits == 0 and not pos._cache
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
+    permuted = torch.empty_like(expected)
+    permuted[order] = PostTrain(model, train, {**SMALL, "direction": "pos"}).predict(x[order])
+    assert torch.equal(permuted, expected)
+    rows, (a, b), _ = next(pos.answering_models(x, original, x_neighbour))
+    shift = (x_neighbour[rows] - x[rows])[0]
+    copies = [PostTrain(model, train, {**SMALL, "direction": d}).fine_tuned(a, b, shift) for d in ("pos", "neg")]
+    assert not torch.equal(copies[0].features[0].weight, copies[1].features[0].weight)
+    with pytest.raises(ValueError, match="dir_adv"):
+        PostTrainConfig(direction="both")
 
 
 def test_the_base_model_is_never_modified_and_the_copy_is(toy):
@@ -162,11 +211,12 @@ def test_a_class_missing_from_the_training_set_is_named(toy):
     model, train, x, _ = toy
     only_two = Subset(train, [i for i in range(len(train)) if int(train[i][1]) in (0, 1)])
     defence = PostTrain(model, only_two, SMALL)
-    original, neighbour = defence.neighbours(x)
+    original, x_neighbour = defence.neighbour_inputs(x)
+    neighbour = defence.neighbour_class(x_neighbour)
     if not (original > 1).any() and not (neighbour > 1).any():
         pytest.skip("the fixture's inputs only involve classes 0 and 1")
     with pytest.raises(ValueError, match="no image of class"):
-        defence.classify(x, original, neighbour)
+        defence.classify(x, original, x_neighbour)
 
 
 # -- the callback ------------------------------------------------------------------------
@@ -189,6 +239,7 @@ def fitted(tmp_path_factory):
 
 CALLBACK = {"attack": {"name": "pgd", "eps": 0.2, "steps": 3}, "batch_size": 16,
             "defence": {"neighbour_attack": {**NEIGHBOUR, "eps": 0.2}, "steps": 2, "samples_per_class": 8}}
+ADAPTIVE_CALLBACK = {**CALLBACK, "attack": {"name": "pgd", "eps": 0.12, "steps": 3}, "adaptive": {"steps": 3}}
 
 
 def test_callback_writes_a_non_adaptive_result_and_defends_predictions(fitted, tmp_path):
@@ -212,21 +263,45 @@ def test_callback_writes_a_non_adaptive_result_and_defends_predictions(fitted, t
     assert torch.equal(predicted, expected)
 
 
+def test_the_adaptive_evaluation_reports_both_attacks_the_worst_case_and_both_answer_rules(fitted, tmp_path):
+    model, dm, _ = fitted
+    callback = PostTrainEvaluation(**ADAPTIVE_CALLBACK, num_samples=32)
+    trainer = pl.Trainer(logger=False, callbacks=[callback], inference_mode=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.test(model, dm, verbose=False)
+    result = callback.results[-1]
+    c = result["counts"]
+    print({k: v for k, v in c.items() if "correct" in k})
+    assert result["evaluation"] == "adaptive" and "ADAPTIVE" in result["threat_model"]
+    assert result["adaptive_attack"] == {"name": "post_train_adaptive", "steps": 3, "eps": 0.12, "norm": "linf"}
+    assert c["worst_correct_post_train"] <= min(c["robust_correct_post_train"], c["adaptive_correct_post_train"])
+    assert c["worst_correct_post_train"] < c["robust_correct_post_train"], "the adaptive attack adds nothing here"
+    rows = {(r["attack"], r["eps"]): r["correct"] for r in result["rows"]}
+    assert rows[("post_train_worst", 0.12)] == c["worst_correct_post_train"]
+    assert set(result["answer_rules"]) == {"pair", "argmax"}
+    assert set(result["answer_rules"]["argmax"]) == {"clean", "robust", "adaptive", "worst"}
+    for kind in ("clean", "robust", "adaptive", "worst"):  # the configured rule (restrict_to_pair) is the headline
+        assert c[f"{kind}_correct_post_train"] == c[f"{kind}_correct_post_train_pair"]
+    with pytest.raises(ValueError, match="same budget"):
+        PostTrainEvaluation(adaptive={"eps": 0.3})
+
+
 @pytest.mark.slow
 def test_two_processes_count_exactly_what_one_process_counts(fitted, tmp_path):
-    """`advtrain test` with the callback on 1 process and `advtrain evaluate --post_train` on 2 (gloo DDP):
-    identical counts and distinct pairs over 100 samples (uneven over the ranks)."""
+    """`advtrain test` with the callback on 1 process and `advtrain evaluate --post_train` on 2 (gloo DDP), the
+    adaptive attack included: identical counts and distinct pairs over 100 samples (uneven over the ranks)."""
     data = ["--data", "datamodules.SyntheticDataModule", *[f"--data.{k}={v}" for k, v in FITTED_DATA.items()]]
     common = [*data, "--model.backbone", "mnist_small", "--ckpt_path", str(fitted[2]),
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["test", *common, *csv_logger(tmp_path / "one"), "--trainer.callbacks+=callbacks.PostTrainEvaluation",
-          *[f"--trainer.callbacks.{k}={json.dumps(v)}" for k, v in CALLBACK.items()]])
-    _advtrain(["evaluate", *common, *csv_logger(tmp_path / "two"), "--post_train", json.dumps(CALLBACK),
+          *[f"--trainer.callbacks.{k}={json.dumps(v)}" for k, v in ADAPTIVE_CALLBACK.items()]])
+    _advtrain(["evaluate", *common, *csv_logger(tmp_path / "two"), "--post_train", json.dumps(ADAPTIVE_CALLBACK),
                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], tmp_path)
     one, two = ([*json.loads(next((tmp_path / name).rglob("post_train.json")).read_text())["evaluations"]]
                 for name in ("one", "two"))
     assert len(one) == len(two) == 1 and (one[0]["world_size"], two[0]["world_size"]) == (1, 2)
     assert one[0]["counts"] == two[0]["counts"] and one[0]["counts"]["samples"] == 100
+    assert one[0]["evaluation"] == "adaptive" and "worst_correct_post_train" in one[0]["counts"]
     assert one[0]["distinct_pairs"] == two[0]["distinct_pairs"]
     assert not list((tmp_path / "two").rglob("robustness.json")), "--post_train alone runs no sweep"
 

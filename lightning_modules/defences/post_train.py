@@ -14,10 +14,15 @@ For a batch of inputs x' ([0, 1] pixels), with the trained base model:
    step ``samples_per_class`` images of each class, drawn without replacement), then
    classifies the pair's inputs. With ``restrict_to_pair`` (default) the answer is the
    higher of the two pair logits, else the copy's argmax over all classes (the authors'
-   code does the latter).
+   code does the latter); :meth:`PostTrain.answers` gives both from the same copies.
 4. y' == y'' (the self-inflicted attack failed): the input is far from a boundary and
    no fine-tuning is done; the answer is y'. This is what the authors' code does (it
    returns the base model unchanged for such inputs).
+
+``direction: pos`` is the authors' ``pt_method: dir_adv, adv_dir: pos``: every training
+image is moved by the defended input's own self-attack perturbation x'' - x' (``neg``: by
+its negation), clipped to [0, 1], before the objective sees it. The fine-tune then depends
+on the input, not only on its pair, so each input gets its own copy (no cache).
 
 Deterministic and order-free: the fine-tune of a pair depends only on (seed, pair, base
 weights): its training draws come from a generator seeded by a hash of (seed, y', y''),
@@ -39,7 +44,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -56,6 +61,9 @@ from lightning_modules.optimizers import check_optimizer, create_optimizer
 NEIGHBOUR_ATTACK = {"name": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 20, "random_start": False}
 # their "adv" post-train variant: uniform start in the eps-ball, one signed step of 2/255
 TRAIN_ATTACK = {"name": "fgsm_rs", "eps": 8 / 255, "alpha": 2 / 255}
+
+# None: the training images as they are; pos / neg: moved by +/- the input's self-attack perturbation
+DIRECTIONS = (None, "pos", "neg")
 
 AttackSpec = Union[str, dict[str, Any]]
 
@@ -75,6 +83,8 @@ class PostTrainConfig:
     objective: a training objective spec: ``clean`` (cross-entropy on the training images, the
         paper's method), ``adversarial`` (on ``train_attack`` examples of them, the authors'
         "adv" variant), or any other of lightning_modules.objectives (``{name: trades, beta: 6}``).
+    direction: None, or ``pos`` / ``neg``: the authors' ``dir_adv`` fine-tuning, training images
+        moved by +/- the defended input's self-attack perturbation x'' - x' (one copy per input).
     restrict_to_pair: answer y' or y'' only (else the fine-tuned copy's argmax).
     bn_mode: BatchNorm during fine-tuning, ``eval`` (frozen statistics) or ``train``.
     cache_size: fine-tuned pairs kept (LRU); 0 = one fine-tune per input.
@@ -91,6 +101,7 @@ class PostTrainConfig:
     weight_decay: float = 0.0
     objective: Union[str, dict[str, Any]] = "clean"
     train_attack: AttackSpec = field(default_factory=lambda: dict(TRAIN_ATTACK))
+    direction: Optional[str] = None
     restrict_to_pair: bool = True
     bn_mode: str = "eval"
     cache_size: int = 256
@@ -103,6 +114,9 @@ class PostTrainConfig:
         if objective.needs_attack:
             objective.check_attack(create_attack(self.train_attack))
         check_optimizer(self.optimizer, "post-train optimizer")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"post-train direction must be one of {DIRECTIONS} (the authors' dir_adv adv_dir), "
+                             f"got {self.direction!r}")
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"post-train bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.steps < 1 or self.samples_per_class < 1 or self.cache_size < 0:
@@ -161,58 +175,85 @@ class PostTrain:
     # -- the defence -------------------------------------------------------------------
     def predict(self, x: torch.Tensor, seed: Optional[int] = None) -> torch.Tensor:
         """Defended predictions (N,) for inputs x: [0, 1] pixels (N, C, H, W)."""
-        return self.classify(x, *self.neighbours(x, seed))
+        return self.classify(x, *self.neighbour_inputs(x, seed))
 
-    def neighbours(self, x: torch.Tensor, seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(y', y''): the base model's class of x and of its self-attacked x''. ``seed`` seeds
+    def neighbour_inputs(self, x: torch.Tensor, seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y', x''): the base model's class of x and the defender's self-attacked x''. ``seed`` seeds
         the neighbour attack (only matters when it has a random start)."""
         self._check_grad_mode()
         attack = create_attack({**self.config.neighbour_attack, "seed": self.config.seed if seed is None else seed})
         with attack_mode(self.model), torch.no_grad():
             original = self.model(x).argmax(1)
-        x_neighbour = attack(self.model, x, original)
+        return original, attack(self.model, x, original)
+
+    def neighbours(self, x: torch.Tensor, seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y', y''): the base model's class of x and of its self-attacked x''."""
+        original, x_neighbour = self.neighbour_inputs(x, seed)
+        return original, self.neighbour_class(x_neighbour)
+
+    def neighbour_class(self, x_neighbour: torch.Tensor) -> torch.Tensor:
+        """y'': the base model's class of the self-attacked x''."""
         with attack_mode(self.model), torch.no_grad():
-            neighbour = self.model(x_neighbour).argmax(1)
-        return original, neighbour
+            return self.model(x_neighbour).argmax(1)
 
-    def classify(self, x: torch.Tensor, original: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
-        """Each input classified by the copy fine-tuned on its pair; y' where y' == y''."""
-        predictions = original.clone()
+    def classify(self, x: torch.Tensor, original: torch.Tensor, x_neighbour: torch.Tensor) -> torch.Tensor:
+        """Each input classified by the copy fine-tuned for it (``restrict_to_pair`` says the answer rule);
+        y' where y' == y''."""
+        pair, argmax = self.answers(x, original, x_neighbour)
+        return pair if self.config.restrict_to_pair else argmax
+
+    def answers(self, x: torch.Tensor, original: torch.Tensor,
+                x_neighbour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both answer rules from the same fine-tuned copies: (the higher of the two pair logits,
+        the copy's argmax over all classes); y' for both where y' == y''."""
+        pair_answer, argmax_answer = original.clone(), original.clone()
+        for rows, (a, b), model in self.answering_models(x, original, x_neighbour):
+            with torch.no_grad():
+                logits = model(x[rows])
+            pair = torch.tensor([a, b], device=logits.device)
+            pair_answer[rows] = pair[logits[:, pair].argmax(1)].to(original.device)
+            argmax_answer[rows] = logits.argmax(1).to(original.device)
+        return pair_answer, argmax_answer
+
+    def answering_models(self, x: torch.Tensor, original: torch.Tensor,
+                         x_neighbour: torch.Tensor) -> Iterator[tuple[torch.Tensor, tuple[int, int], nn.Module]]:
+        """(rows, sorted pair, fine-tuned copy) for every group of inputs that one copy answers: all the
+        inputs of a pair, or one input at a time (``cache_size: 0`` or a ``direction``). Inputs with
+        y' == y'' are in no group (the base model answers them)."""
+        neighbour = self.neighbour_class(x_neighbour)
         low, high = torch.minimum(original, neighbour), torch.maximum(original, neighbour)
-        pairs = sorted({(a, b) for a, b in zip(low.tolist(), high.tolist()) if a != b})
-        for a, b in pairs:
+        per_input = self.config.cache_size == 0 or self.config.direction is not None
+        for a, b in sorted({(a, b) for a, b in zip(low.tolist(), high.tolist()) if a != b}):
             members = ((low == a) & (high == b)).nonzero().flatten()
-            for chunk in (members.split(1) if self.config.cache_size == 0 else [members]):
-                with torch.no_grad():
-                    logits = self.fine_tuned(a, b)(x[chunk])
-                if self.config.restrict_to_pair:
-                    pair = torch.tensor([a, b], device=logits.device)
-                    predictions[chunk] = pair[logits[:, pair].argmax(1)].to(predictions.device)
-                else:
-                    predictions[chunk] = logits.argmax(1).to(predictions.device)
-        return predictions
+            for rows in (members.split(1) if per_input else [members]):
+                shift = None if self.config.direction is None else (x_neighbour[rows] - x[rows])[0]
+                yield rows, (a, b), self.fine_tuned(a, b, shift)
 
-    def fine_tuned(self, a: int, b: int) -> nn.Module:
-        """The copy of the base model fine-tuned on classes {a, b} (from the cache when there)."""
+    def fine_tuned(self, a: int, b: int, shift: Optional[torch.Tensor] = None) -> nn.Module:
+        """The copy of the base model fine-tuned on classes {a, b} (from the cache when there); with a
+        ``direction``, on training images moved by +/- ``shift`` (x'' - x' of one input; never cached)."""
         key = tuple(sorted((int(a), int(b))))
-        if key in self._cache:
+        if shift is None and key in self._cache:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return self._cache[key]
-        model = self._fine_tune(*key)
+        model = self._fine_tune(*key, shift=shift)
         self.fine_tunes += 1
-        if self.config.cache_size > 0:
+        if shift is None and self.config.cache_size > 0:
             self._cache[key] = model
             while len(self._cache) > self.config.cache_size:
                 self._cache.popitem(last=False)
         return model
 
     # -- fine-tuning -------------------------------------------------------------------
-    def _fine_tune(self, a: int, b: int) -> nn.Module:
+    def _fine_tune(self, a: int, b: int, shift: Optional[torch.Tensor] = None) -> nn.Module:
         cfg = self.config
         self._check_grad_mode()
         seed = pair_seed(cfg.seed, a, b)
         images, labels, draws = self._training_draws(a, b, seed)
+        if shift is not None:  # the authors' dir_adv: towards (pos) or away from (neg) the neighbour class
+            sign = 1.0 if cfg.direction == "pos" else -1.0
+            images = (images + sign * shift.to(images.device)).clamp(0, 1)
         model = copy.deepcopy(self.model)
         model.eval()
         if cfg.bn_mode == "train":
