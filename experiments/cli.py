@@ -33,6 +33,22 @@ from lightning_modules.classifier import upgrade_hparams
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "evaluate", "transfer_matrix")
+LIMITS = tuple(f"limit_{stage}_batches" for stage in ("train", "val", "test", "predict"))
+
+
+def whole_number_limits(args) -> dict[str, int]:
+    """``--trainer.limit_*_batches N`` given on the command line as a whole number: N batches.
+    Lightning types these ``Union[float, int]``, so the parser alone reads "1" as 1.0, which
+    Lightning takes for 100% of the epoch; "1.0" and "0.5" stay fractions."""
+    found = {}
+    args = list(args) if isinstance(args, (list, tuple)) else []
+    for i, arg in enumerate(args):
+        key, has_value, value = str(arg).partition("=")
+        name = key.removeprefix("--trainer.")
+        if key.startswith("--trainer.") and name in LIMITS:
+            value = value if has_value else (str(args[i + 1]) if i + 1 < len(args) else "")
+            found[name] = value  # the last one given wins, as in the parser
+    return {name: int(value) for name, value in found.items() if value.isdigit()}
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -61,6 +77,10 @@ class AdvTrainCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        # kept in the saved config and applied to the Trainer (instantiating casts them back to float)
+        self.whole_number_limits = whole_number_limits(sys.argv[1:] if args is None else args)
+        for name, batches in self.whole_number_limits.items():
+            config[f"trainer.{name}"] = batches
         if config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config, continue_run=subcommand == "fit")
 
@@ -82,8 +102,11 @@ class AdvTrainCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs):
-        """Every run writes ``last.ckpt`` (``--ckpt_path last`` resumes it), unless its ModelCheckpoint says otherwise."""
+        """Every run writes ``last.ckpt`` (``--ckpt_path last`` resumes it), unless its ModelCheckpoint says
+        otherwise; ``--trainer.limit_*_batches N`` (a whole number) limits to N batches."""
         trainer = super().instantiate_trainer(**kwargs)
+        for name, batches in getattr(self, "whole_number_limits", {}).items():
+            setattr(trainer, name, batches)
         for checkpoint in trainer.checkpoint_callbacks:
             if checkpoint.save_last is None:
                 checkpoint.save_last = True

@@ -59,6 +59,17 @@ def test_fit_each_objective_on_synthetic_data(objective, attack, tmp_path):
     assert list(tmp_path.rglob("*.ckpt")), "fit saved no checkpoint"
 
 
+def test_a_whole_number_batch_limit_means_that_many_batches(tmp_path):
+    """``--trainer.limit_train_batches 1`` is one batch (Lightning's Union[float, int] alone would read
+    1.0, the whole epoch: 7 batches here); a fraction stays a fraction."""
+    for limit, steps in (("1", 1), ("0.5", 3)):
+        main(["fit", *SYNTHETIC, *SHORT, *csv_logger(tmp_path / limit), "--model.backbone", "mnist_small",
+              "--trainer.limit_train_batches", limit, "--trainer.limit_val_batches=1"])
+        (checkpoint,) = (tmp_path / limit).rglob("last.ckpt")
+        assert torch.load(checkpoint, weights_only=True)["global_step"] == steps, limit
+        assert f"limit_train_batches: {limit}" in next((tmp_path / limit).rglob("config.yaml")).read_text()
+
+
 def test_objective_spec_and_an_older_checkpoints_flat_settings(tmp_path):
     """``objective: {name: mixed, adversarial_fraction: 0.25}`` trains; a checkpoint holding the settings flat
     beside the name (``objective: mixed, adversarial_fraction: 0.25, beta: 6``, before specs) still loads."""
