@@ -344,17 +344,19 @@ def test_two_processes_count_what_one_counts_and_fine_tune_each_pair_once(fitted
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["cifar10_post_train", "tinyimagenet_post_train"])
 def test_experiment_runs_its_post_train_evaluation(experiment, tmp_path):
-    """The YAML instantiates through the CLI and its callback runs (tiny settings, synthetic data)."""
+    """The YAML instantiates through the CLI and its callback runs, the adaptive attack included (tiny settings,
+    synthetic data)."""
     shape = "[3, 32, 32]" if "cifar10" in experiment else "[3, 64, 64]"
     main(["test", "--config", str(REPO / "experiments" / f"{experiment}.yaml"), *csv_logger(tmp_path),
           "--data", "datamodules.SyntheticDataModule", "--data.input_shape", shape, "--data.num_test", "8",
           "--data.num_train", "64", "--data.batch_size", "8", "--data.val_size", "8", "--data.num_workers", "0",
           "--trainer.enable_progress_bar", "false", "--trainer.callbacks.num_samples", "6",
           "--trainer.callbacks.attack", '{"name": "pgd", "eps": "8/255", "steps": 1}',
+          "--trainer.callbacks.adaptive", '{"steps": 1}',
           "--trainer.callbacks.defence", json.dumps({"neighbour_attack": {**NEIGHBOUR, "steps": 1},
                                                      "steps": 1, "samples_per_class": 2})])
     (result,) = json.loads(next(tmp_path.rglob("post_train.json")).read_text())["evaluations"]
-    assert result["num_samples"] == 6 and result["evaluation"] == "non-adaptive"
+    assert result["num_samples"] == 6 and result["evaluation"] == "adaptive", "the YAML runs the adaptive attack"
 
 
 @pytest.mark.slow
