@@ -254,7 +254,7 @@ class PostTrainEvaluation(EvaluationCallback):
         if trainer.world_size == 1:
             return None
         name = trainer.strategy.broadcast(uuid.uuid4().hex if trainer.is_global_zero else None)
-        return PairExchange(Path(trainer.default_root_dir) / "post_train_pairs" / name)
+        return PairExchange(Path(trainer.default_root_dir) / f"post_train_pairs-{name}")
 
 
 def _distinct(pairs: torch.Tensor) -> int:
