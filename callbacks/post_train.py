@@ -21,12 +21,17 @@ figures use the configured ``restrict_to_pair`` rule, the one the adaptive attac
 Distributed exactly like RobustnessEvaluation: the same global batches whatever the
 number of processes, process r takes batches r, r + W, ...; every seed depends on the
 batch index only and the defence is deterministic per class pair, so the summed counts
-equal a one-process run's. Each process keeps its own cache of fine-tuned pairs.
+equal a one-process run's. The processes share their fine-tuned pairs through a
+PairExchange folder under ``default_root_dir`` (removed at the end): each pair is fine-tuned
+by the first process that needs it (for its batches or its adaptive attack) and loaded by
+the others, so the fine-tunes of all processes add up to one process's. The result reports
+them per process (``fine_tunes_per_process``; ``pairs_loaded_per_process``: loaded instead).
 
 In ``predict`` the predictions of ``predict_step`` are replaced by the defended ones.
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -37,6 +42,7 @@ from attacks import attack_mode, create_attack
 from callbacks.evaluation import Counts, EvaluationCallback, zeros
 from callbacks.report import format_table, log_to_loggers
 from datamodules.splits import labels_of
+from lightning_modules.defences.pair_exchange import PairExchange
 from lightning_modules.defences.post_train import PostTrain, PostTrainConfig
 
 PAPER_ATTACK = {"name": "pgd", "eps": "8/255", "alpha": "10/255", "steps": 20}
@@ -50,6 +56,7 @@ ADAPTIVE_ATTACK = {"name": "post_train_adaptive"}
 #: input kind -> the prefix of its accuracy counts
 ACCURACY = {"clean": "clean", "adversarial": "robust", "adaptive": "adaptive"}
 RULES = ("pair", "argmax")  # restrict_to_pair true / false
+WORK = ("fine_tunes", "cache_hits", "pairs_loaded")  # PostTrain's counters, reported per process
 
 
 class PostTrainEvaluation(EvaluationCallback):
@@ -93,7 +100,8 @@ class PostTrainEvaluation(EvaluationCallback):
         super().__init__(split, num_samples, batch_size, run_on, seed, filename, run_under_fast_dev_run)
         self.train_split = train_split
         self._predictor: Optional[PostTrain] = None  # the defence of the running predict or evaluation
-        self._classes = 0
+        self._exchange: Optional[PairExchange] = None  # the running evaluation's, under DDP
+        self._classes, self._rank, self._world = 0, 0, 1
 
     # -- hooks (fit_end / test_end: EvaluationCallback) ----------------------------------
     def on_predict_start(self, trainer, pl_module):
@@ -132,21 +140,30 @@ class PostTrainEvaluation(EvaluationCallback):
 
     def prepare(self, trainer, pl_module) -> None:
         rank_zero_info(ADAPTIVE if self.adaptive else NON_ADAPTIVE)
-        self._predictor = self._defence(trainer, pl_module)
+        self._rank, self._world = trainer.global_rank, trainer.world_size
+        self._exchange = self._pair_exchange(trainer)
+        self._predictor = self._defence(trainer, pl_module, self._exchange)
         self._classes = getattr(trainer.datamodule, "num_classes", None) or self._predictor.num_classes
 
+    def evaluate(self, trainer, pl_module, stage: str) -> dict[str, Any]:
+        result = super().evaluate(trainer, pl_module, stage)
+        if self._exchange is not None and trainer.is_global_zero:  # every process is past the sum of the counts
+            self._exchange.remove()
+        return result
+
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._predictor = None  # its cache of fine-tuned copies
+        self._predictor, self._exchange = None, None  # its cache of fine-tuned copies
 
     def zero_counts(self, trainer, pl_module) -> Counts:
-        """The count names; per input kind, samples per sorted class pair (row: the smaller class); this process's
-        fine-tunes and cache hits (they depend on the sharding, so they stay out of ``counts``)."""
-        return zeros(**dict.fromkeys(self._count_names(), ()), fine_tunes=(), cache_hits=(),
+        """The count names; per input kind, samples per sorted class pair (row: the smaller class); per process
+        (a vector, this process's entry filled) its fine-tunes, cache hits and pairs loaded from the others
+        (they depend on the sharding, so they stay out of ``counts``)."""
+        return zeros(**dict.fromkeys(self._count_names(), ()), **dict.fromkeys(WORK, (self._world,)),
                      **{f"{kind}_pairs": (self._classes, self._classes) for kind in self._inputs()})
 
     def count_batch(self, pl_module, x, y, batch_index: int) -> Counts:
         net, defence, seed = getattr(pl_module, "net", pl_module), self._predictor, self.seed + batch_index
-        work = (defence.fine_tunes, defence.cache_hits)
+        work = {name: getattr(defence, name) for name in WORK}
         inputs = {"clean": x, "adversarial": create_attack({**self.attack, "seed": seed})(net, x, y)}
         if self.adaptive:
             inputs["adaptive"] = create_attack({**self.adaptive, "seed": seed})(net, x, y, defence=defence,
@@ -170,8 +187,9 @@ class PostTrainEvaluation(EvaluationCallback):
             correct["worst"] = {k: v & correct["adaptive"][k] for k, v in correct["adversarial"].items()}
         for kind, flags in correct.items():
             counts.update({f"{ACCURACY.get(kind, kind)}_correct{suffix}": f.sum() for suffix, f in flags.items()})
-        counts["fine_tunes"] = torch.tensor(defence.fine_tunes - work[0])
-        counts["cache_hits"] = torch.tensor(defence.cache_hits - work[1])
+        for name, before in work.items():
+            counts[name] = torch.zeros(self._world, dtype=torch.long)
+            counts[name][self._rank] = getattr(defence, name) - before
         return counts
 
     def summarise(self, trainer, pl_module, counts: Counts) -> dict[str, Any]:
@@ -197,8 +215,11 @@ class PostTrainEvaluation(EvaluationCallback):
             "counts": c,
             "label_in_pair": {kind: c[f"{kind}_label_in_pair"] / total for kind in self._inputs()},
             "no_neighbour": {kind: c[f"{kind}_no_neighbour"] / total for kind in self._inputs()},
-            "distinct_pairs": {kind: int((counts[f"{kind}_pairs"] > 0).triu(diagonal=1).sum()) for kind in self._inputs()},
-            "fine_tunes_all_processes": int(counts["fine_tunes"]), "cache_hits_all_processes": int(counts["cache_hits"]),
+            "distinct_pairs": {**{kind: _distinct(counts[f"{kind}_pairs"]) for kind in self._inputs()},
+                               "all": _distinct(sum(counts[f"{kind}_pairs"] for kind in self._inputs()))},
+            "fine_tunes_all_processes": int(counts["fine_tunes"].sum()),
+            "cache_hits_all_processes": int(counts["cache_hits"].sum()),
+            **{f"{name}_per_process": counts[name].tolist() for name in WORK},
             "attack": {**self.attack, "eps": eps}, "defence": self.defence.to_dict(),
             "rows": rows,
         }
@@ -218,13 +239,27 @@ class PostTrainEvaluation(EvaluationCallback):
                        f"base model{adaptive}\n{grid}\nanswer rules (pair / argmax over all classes): "
                        f"{result['answer_rules']}\nwritten to {path}")
 
-    def _defence(self, trainer, pl_module) -> PostTrain:
+    def _defence(self, trainer, pl_module, exchange: Optional[PairExchange] = None) -> PostTrain:
         train_set = trainer.datamodule.dataset(self.train_split)
         try:
             labels = labels_of(train_set)
         except TypeError:  # a dataset that keeps no labels: PostTrain reads them item by item
             labels = None
-        return PostTrain(getattr(pl_module, "net", pl_module), train_set, self.defence, labels=labels)
+        return PostTrain(getattr(pl_module, "net", pl_module), train_set, self.defence, labels=labels,
+                         exchange=exchange)
+
+    @staticmethod
+    def _pair_exchange(trainer) -> Optional[PairExchange]:
+        """Under DDP, a fresh folder (named by rank zero) where the processes share their fine-tuned pairs."""
+        if trainer.world_size == 1:
+            return None
+        name = trainer.strategy.broadcast(uuid.uuid4().hex if trainer.is_global_zero else None)
+        return PairExchange(Path(trainer.default_root_dir) / f"post_train_pairs-{name}")
+
+
+def _distinct(pairs: torch.Tensor) -> int:
+    """Distinct unordered pairs y' != y'' in a (classes, classes) count matrix (row: the smaller class)."""
+    return int((pairs > 0).triu(diagonal=1).sum())
 
 
 def _adaptive_spec(adaptive: Union[bool, dict[str, Any], None], eps: float, norm: str) -> Optional[dict[str, Any]]:

@@ -66,8 +66,9 @@ class EvaluatingTrainer(pl.Trainer):
 
         ``external_model`` evaluates another model with the [0, 1]-in/logits-out contract instead:
         a TorchScript file or a ``package.module:function`` factory (see lightning_modules.external).
-        ``post_train`` (callbacks.PostTrainEvaluation's arguments) also runs that non-adaptive evaluation
-        (post_train.json; its result under ``post_train``); alone, without a sweep, it runs by itself.
+        ``post_train`` (callbacks.PostTrainEvaluation's arguments) also runs that evaluation, non-adaptive or
+        with ``adaptive: true`` adaptive (post_train.json; its result under ``post_train``); alone, without a
+        sweep, it runs by itself, replacing the config's own PostTrainEvaluation.
         """
         if external_model is not None:
             if ckpt_path is not None:

@@ -17,6 +17,7 @@ from callbacks import PostTrainEvaluation
 from datamodules import MNISTDataModule, SyntheticDataModule
 from experiments.cli import main
 from lightning_modules import AdversarialClassifier
+from lightning_modules.defences.pair_exchange import PairExchange
 from lightning_modules.defences.post_train import PostTrain, PostTrainConfig, pair_seed
 from tests.conftest import REPO, SHARED_DATASETS, needs_mnist
 from tests.invariants import check_threat_model
@@ -47,6 +48,25 @@ def test_one_fine_tune_per_distinct_pair_and_the_cache_is_reused(toy):
     second = defence.predict(x)
     assert defence.fine_tunes == len(pairs) and defence.cache_hits == len(pairs)
     assert torch.equal(first, second)
+
+
+def test_defences_sharing_an_exchange_fine_tune_each_pair_once_with_the_same_answers(toy, tmp_path):
+    """Two defences (as two processes would) split the inputs and share one PairExchange folder: each pair is
+    fine-tuned by one of them and loaded by the other, and the answers equal one defence's."""
+    model, train, x, _ = toy
+    alone = PostTrain(model, train, SMALL)
+    expected = alone.predict(x)
+    first, second = (PostTrain(model, train, SMALL, exchange=PairExchange(tmp_path / "pairs")) for _ in range(2))
+    halves = first.predict(x[:24]), second.predict(x[24:])
+    assert torch.equal(torch.cat(halves), expected)
+    assert first.fine_tunes + second.fine_tunes == alone.fine_tunes == len(distinct_pairs(*alone.neighbours(x)))
+    assert second.pairs_loaded > 0, "the fixture must give pairs that both halves need"
+    for pair, copy in second._cache.items():  # a loaded copy is bitwise the one its owner fine-tuned
+        assert all(torch.equal(p, q) for p, q in zip(copy.state_dict().values(),
+                                                      alone.fine_tuned(*pair).state_dict().values()))
+    assert not any(p.requires_grad for copy in second._cache.values() for p in copy.parameters())
+    first.exchange.remove()
+    assert not (tmp_path / "pairs").exists()
 
 
 def test_without_cache_every_input_is_fine_tuned_with_the_same_answers(toy):
@@ -287,39 +307,56 @@ def test_the_adaptive_evaluation_reports_both_attacks_the_worst_case_and_both_an
 
 
 @pytest.mark.slow
-def test_two_processes_count_exactly_what_one_process_counts(fitted, tmp_path):
-    """`advtrain test` with the callback on 1 process and `advtrain evaluate --post_train` on 2 (gloo DDP), the
-    adaptive attack included: identical counts and distinct pairs over 100 samples (uneven over the ranks)."""
+@pytest.mark.parametrize("callback", [CALLBACK, ADAPTIVE_CALLBACK], ids=["non-adaptive", "adaptive"])
+def test_two_processes_count_what_one_counts_and_fine_tune_each_pair_once(fitted, callback, tmp_path):
+    """`advtrain test` with the callback on 1 process and `advtrain evaluate --post_train` on 2 (gloo DDP), with
+    and without the adaptive attack: identical counts and distinct pairs over 100 samples (uneven over the
+    ranks), and the fine-tunes of the two processes add up to one process's (each pair fine-tuned once in all,
+    the other process loading it), the exchange folder removed afterwards."""
     data = ["--data", "datamodules.SyntheticDataModule", *[f"--data.{k}={v}" for k, v in FITTED_DATA.items()]]
     common = [*data, "--model.backbone", "mnist_small", "--ckpt_path", str(fitted[2]),
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["test", *common, *csv_logger(tmp_path / "one"), "--trainer.callbacks+=callbacks.PostTrainEvaluation",
-          *[f"--trainer.callbacks.{k}={json.dumps(v)}" for k, v in ADAPTIVE_CALLBACK.items()]])
-    _advtrain(["evaluate", *common, *csv_logger(tmp_path / "two"), "--post_train", json.dumps(ADAPTIVE_CALLBACK),
+          *[f"--trainer.callbacks.{k}={json.dumps(v)}" for k, v in callback.items()]])
+    _advtrain(["evaluate", *common, *csv_logger(tmp_path / "two"), "--post_train", json.dumps(callback),
                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], tmp_path)
     one, two = ([*json.loads(next((tmp_path / name).rglob("post_train.json")).read_text())["evaluations"]]
                 for name in ("one", "two"))
     assert len(one) == len(two) == 1 and (one[0]["world_size"], two[0]["world_size"]) == (1, 2)
-    assert one[0]["counts"] == two[0]["counts"] and one[0]["counts"]["samples"] == 100
-    assert one[0]["evaluation"] == "adaptive" and "worst_correct_post_train" in one[0]["counts"]
-    assert one[0]["distinct_pairs"] == two[0]["distinct_pairs"]
+    one, two = one[0], two[0]
+    print({k: (one[k], two[k]) for k in ("fine_tunes_per_process", "pairs_loaded_per_process", "distinct_pairs")})
+    assert one["counts"] == two["counts"] and one["counts"]["samples"] == 100
+    assert one["evaluation"] == two["evaluation"] == ("adaptive" if "adaptive" in callback else "non-adaptive")
+    assert one["distinct_pairs"] == two["distinct_pairs"]
+    assert len(one["fine_tunes_per_process"]) == 1 and len(two["fine_tunes_per_process"]) == 2
+    fine_tunes = one["fine_tunes_all_processes"]
+    assert sum(two["fine_tunes_per_process"]) == two["fine_tunes_all_processes"] == fine_tunes
+    if "adaptive" in callback:  # the attack's iterates may need pairs that no final input lands in
+        assert fine_tunes >= one["distinct_pairs"]["all"]
+    else:
+        assert fine_tunes == one["distinct_pairs"]["all"] >= 2
+    assert sum(two["pairs_loaded_per_process"]) > 0, "pairs both processes need are fine-tuned by one, loaded by the other"
+    assert one["pairs_loaded_per_process"] == [0]
+    assert not any((tmp_path / "two").glob("post_train_pairs*")), "the exchange folder is removed afterwards"
     assert not list((tmp_path / "two").rglob("robustness.json")), "--post_train alone runs no sweep"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["cifar10_post_train", "tinyimagenet_post_train"])
 def test_experiment_runs_its_post_train_evaluation(experiment, tmp_path):
-    """The YAML instantiates through the CLI and its callback runs (tiny settings, synthetic data)."""
+    """The YAML instantiates through the CLI and its callback runs, the adaptive attack included (tiny settings,
+    synthetic data)."""
     shape = "[3, 32, 32]" if "cifar10" in experiment else "[3, 64, 64]"
     main(["test", "--config", str(REPO / "experiments" / f"{experiment}.yaml"), *csv_logger(tmp_path),
           "--data", "datamodules.SyntheticDataModule", "--data.input_shape", shape, "--data.num_test", "8",
           "--data.num_train", "64", "--data.batch_size", "8", "--data.val_size", "8", "--data.num_workers", "0",
           "--trainer.enable_progress_bar", "false", "--trainer.callbacks.num_samples", "6",
           "--trainer.callbacks.attack", '{"name": "pgd", "eps": "8/255", "steps": 1}',
+          "--trainer.callbacks.adaptive", '{"steps": 1}',
           "--trainer.callbacks.defence", json.dumps({"neighbour_attack": {**NEIGHBOUR, "steps": 1},
                                                      "steps": 1, "samples_per_class": 2})])
     (result,) = json.loads(next(tmp_path.rglob("post_train.json")).read_text())["evaluations"]
-    assert result["num_samples"] == 6 and result["evaluation"] == "non-adaptive"
+    assert result["num_samples"] == 6 and result["evaluation"] == "adaptive", "the YAML runs the adaptive attack"
 
 
 @pytest.mark.slow

@@ -31,7 +31,9 @@ Pairs are unordered ({3, 5} and {5, 3} are one fine-tune: same two classes). So 
 batch order, batch size or process gives the same predictions (on GPU, up to
 non-deterministic kernels). Fine-tuned copies are kept in an LRU cache of ``cache_size``
 pairs, so the cost grows with the number of distinct pairs, not of inputs;
-``cache_size: 0`` fine-tunes once per input, as the authors' code does.
+``cache_size: 0`` fine-tunes once per input, as the authors' code does. Under DDP a
+:class:`~lightning_modules.defences.pair_exchange.PairExchange` shares the fine-tuned pairs
+between the processes, so each pair is fine-tuned once in all.
 
 BatchNorm during fine-tuning: ``bn_mode: eval`` (default, as in the authors' code, whose
 copy stays in eval mode) keeps the running statistics frozen, so 2-class batches do not
@@ -55,6 +57,7 @@ from attacks import as_float, attack_mode, create_attack
 from attacks.model_mode import BN_MODES
 from attacks.seeding import derive_seed
 from lightning_modules.objectives import create_objective
+from lightning_modules.defences.pair_exchange import PairExchange
 from lightning_modules.optimizers import check_optimizer, create_optimizer
 
 # the authors' neighbour search (post_test_rep.py): PGD-20, eps 8/255, step 2/255, from x' itself
@@ -151,13 +154,16 @@ class PostTrain:
         config: a :class:`PostTrainConfig` or its fields as a dict.
         labels: the labels of ``train_set`` when known (e.g. ``datamodules.splits.labels_of``);
             None reads them by loading every item once.
+        exchange: under DDP, the :class:`~lightning_modules.defences.pair_exchange.PairExchange` of the
+            evaluation: each pair is fine-tuned by one process and loaded by the others (None: alone).
 
-    ``predict(x)`` gives the defended predictions; ``fine_tunes`` and ``cache_hits``
-    count the work done.
+    ``predict(x)`` gives the defended predictions; ``fine_tunes``, ``cache_hits`` and ``pairs_loaded``
+    (fine-tuned by another process) count the work done.
     """
 
     def __init__(self, model: nn.Module, train_set: Dataset,
-                 config: Union[PostTrainConfig, dict[str, Any], None] = None, labels: Optional[torch.Tensor] = None):
+                 config: Union[PostTrainConfig, dict[str, Any], None] = None, labels: Optional[torch.Tensor] = None,
+                 exchange: Optional[PairExchange] = None):
         self.model = model
         self.train_set = train_set
         self.config = config if isinstance(config, PostTrainConfig) else PostTrainConfig(**(config or {}))
@@ -169,8 +175,10 @@ class PostTrain:
         counts = torch.bincount(labels, minlength=self.num_classes).tolist()
         self.class_indices = dict(enumerate(order.split(counts)))
         self._cache: OrderedDict[tuple[int, int], nn.Module] = OrderedDict()
+        self.exchange = exchange
         self.fine_tunes = 0
         self.cache_hits = 0
+        self.pairs_loaded = 0
 
     # -- the defence -------------------------------------------------------------------
     def predict(self, x: torch.Tensor, seed: Optional[int] = None) -> torch.Tensor:
@@ -230,15 +238,23 @@ class PostTrain:
                 yield rows, (a, b), self.fine_tuned(a, b, shift)
 
     def fine_tuned(self, a: int, b: int, shift: Optional[torch.Tensor] = None) -> nn.Module:
-        """The copy of the base model fine-tuned on classes {a, b} (from the cache when there); with a
-        ``direction``, on training images moved by +/- ``shift`` (x'' - x' of one input; never cached)."""
+        """The copy of the base model fine-tuned on classes {a, b} (from the cache when there, else from the
+        process that claimed it in the ``exchange``); with a ``direction``, on training images moved by +/-
+        ``shift`` (x'' - x' of one input; never cached nor shared)."""
         key = tuple(sorted((int(a), int(b))))
         if shift is None and key in self._cache:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return self._cache[key]
-        model = self._fine_tune(*key, shift=shift)
-        self.fine_tunes += 1
+        shared = shift is None and self.exchange is not None
+        if shared and not self.exchange.claim(key):
+            model = self._frozen(self.exchange.load(key, copy.deepcopy(self.model)))
+            self.pairs_loaded += 1
+        else:
+            model = self._fine_tune(*key, shift=shift)
+            self.fine_tunes += 1
+            if shared:
+                self.exchange.publish(key, model)
         if shift is None and self.config.cache_size > 0:
             self._cache[key] = model
             while len(self._cache) > self.config.cache_size:
@@ -272,6 +288,11 @@ class PostTrain:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+        return self._frozen(model)
+
+    @staticmethod
+    def _frozen(model: nn.Module) -> nn.Module:
+        """A copy ready to answer: eval mode, no parameter gradients."""
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
