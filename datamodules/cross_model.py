@@ -46,7 +46,7 @@ class CrossModelAugmentedDataModule(PregeneratedAdversarialDataModule):
 
     def __init__(self, base: ClassificationDataModule, source_checkpoint: Optional[str] = None,
                  attack: Optional[dict[str, Any]] = None, epsilons: Sequence[float] = (0.01, 0.02, 0.03),
-                 adversarial: bool = True, cache_dir: str = "runs/adversarial_sets", seed: int = 0,
+                 adversarial: bool = True, cache_dir: Optional[str] = None, seed: int = 0,
                  attack_batch_size: int = 256, device: Optional[str] = None,
                  checkpoint_loader: Loader = CHECKPOINT_LOADER):
         attack = dict(attack or {"name": "fgsm"})

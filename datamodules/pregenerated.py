@@ -107,7 +107,8 @@ class PregeneratedAdversarialDataModule(WrappedDataModule):
         mix: ``adversarial`` (train on the adversarial images only: the paper's fine-tuning)
             or ``mixed`` (the clean training images plus every adversarial copy).
         num_samples: attack a seeded subset of this many training images (None = all).
-        cache_dir: where generated sets are kept (see the module docstring for the key).
+        cache_dir: where generated sets are kept (see the module docstring for the key); default
+            ``adversarial_sets`` under the trainer's ``default_root_dir`` (``runs`` without a trainer).
         seed: seeds the attack (unless its spec has a seed) and the subset.
         attack_batch_size: batch size of the generation (part of the cache key; the training
             batch size is not, so changing it reuses the set).
@@ -121,7 +122,7 @@ class PregeneratedAdversarialDataModule(WrappedDataModule):
 
     def __init__(self, base: ClassificationDataModule, checkpoint: Optional[str] = None,
                  attack: Union[dict[str, Any], list[dict[str, Any]], None] = None, mix: str = "adversarial",
-                 num_samples: Optional[int] = None, cache_dir: str = "runs/adversarial_sets", seed: int = 0,
+                 num_samples: Optional[int] = None, cache_dir: Optional[str] = None, seed: int = 0,
                  attack_batch_size: int = 256, device: Optional[str] = None,
                  checkpoint_loader: Loader = CHECKPOINT_LOADER):
         super().__init__(base)
@@ -145,6 +146,11 @@ class PregeneratedAdversarialDataModule(WrappedDataModule):
         self.device = device
         self.checkpoint_loader = checkpoint_loader
 
+    def _cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        return Path(self.trainer.default_root_dir if self.trainer is not None else "runs") / "adversarial_sets"
+
     def _generation_device(self) -> torch.device:
         if self.device is not None:
             return torch.device(self.device)
@@ -158,7 +164,7 @@ class PregeneratedAdversarialDataModule(WrappedDataModule):
             return []
         load = resolve_loader(self.checkpoint_loader)
         model = load(self.checkpoint, data=(self.base.input_shape, self.base.num_classes))
-        return [cached_adversarial_set(self._base(), "train", model, spec, self.cache_dir, self.seed,
+        return [cached_adversarial_set(self._base(), "train", model, spec, self._cache_dir(), self.seed,
                                        self.num_samples, self.attack_batch_size,
                                        self._generation_device())
                 for spec in self.attacks]

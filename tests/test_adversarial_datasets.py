@@ -201,12 +201,14 @@ def test_cross_model_baseline_is_the_base_and_needs_no_checkpoint(tmp_path, coun
 
 # -- through the CLI -----------------------------------------------------------------------------
 SYNTHETIC_BASE = {"mnist": ([1, 28, 28], 10), "cifar10": ([3, 32, 32], 10), "cats_vs_dogs": ([3, 32, 32], 2)}
+SETS = Path("run") / "adversarial_sets"  # the default cache_dir, under --trainer.default_root_dir tmp_path/run
 SOURCE_BACKBONE = {"mnist": "mnist_small", "cifar10": "resnet18", "cats_vs_dogs": "resnet18"}
 
 
 def cli_args(experiment: str, tmp_path: Path) -> list[str]:
     """Two-batch fit of an experiment YAML: real MNIST when present, else a synthetic base (small
-    images); the final robustness sweep runs FGSM only, on 4 test images."""
+    images); the final robustness sweep runs FGSM only, on 4 test images. No cache_dir: the
+    adversarial sets go to the default, under the run's default_root_dir (SETS)."""
     base = "--data.init_args.base"
     if experiment == "mnist" and MNIST_PRESENT:
         data = [f"{base}.init_args.data_dir", str(SHARED_DATASETS), f"{base}.init_args.download", "false",
@@ -217,7 +219,7 @@ def cli_args(experiment: str, tmp_path: Path) -> list[str]:
                 f"{base}.init_args.num_classes", str(classes), f"{base}.init_args.num_train", "96",
                 f"{base}.init_args.num_test", "16", f"{base}.init_args.val_size", "16"]
     return ["fit", *data, f"{base}.init_args.batch_size", "16", f"{base}.init_args.num_workers", "0",
-            "--data.init_args.cache_dir", str(tmp_path / "cache"), *TWO_BATCHES, "--trainer.logger", "false",
+            *TWO_BATCHES, "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false", "--trainer.callbacks.attacks", '[{"name": "fgsm"}]',
             "--trainer.callbacks.num_samples", "4", "--trainer.callbacks.masking_checks", "false"]
 
@@ -229,7 +231,7 @@ def test_cross_model_experiments_run_one_batch(experiment, tmp_path, one_torch_t
     source = make_checkpoint(tmp_path / "source.ckpt", SOURCE_BACKBONE[experiment], classes, shape, steps=1)
     main(["fit", "--config", str(REPO / "experiments" / f"{experiment}_cross_model.yaml"), *cli_args(experiment, tmp_path)[1:],
           "--data.init_args.source_checkpoint", source])
-    assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 3
+    assert len(list((tmp_path / SETS).glob("fgsm-*.pt"))) == 3
     assert list((tmp_path / "run").rglob("robustness.json"))
 
 
@@ -237,7 +239,7 @@ def test_augment_only_overlay_runs_without_a_source(tmp_path, one_torch_thread):
     main(["fit", "--config", str(REPO / "experiments" / "mnist_cross_model.yaml"),
           "--config", str(REPO / "experiments" / "cross_model_augment_only.yaml"), *cli_args("mnist", tmp_path)[1:],
           "--model.backbone", "mnist_small"])
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / SETS).exists()
     assert list((tmp_path / "run").rglob("robustness.json"))
 
 
@@ -248,7 +250,7 @@ def test_pregenerated_finetune_experiment_runs_one_batch(tmp_path, one_torch_thr
     main(["fit", "--config", str(REPO / "experiments" / "mnist_pregenerated_finetune.yaml"),
           *cli_args("mnist", tmp_path)[1:], "--data.init_args.checkpoint", source, "--model.init_weights", source,
           "--data.init_args.num_samples", "32", "--trainer.callbacks.attacks", attacks])
-    assert len(list((tmp_path / "cache").glob("fgsm-*.pt"))) == 1
+    assert len(list((tmp_path / SETS).glob("fgsm-*.pt"))) == 1
     _, result = json.loads(next((tmp_path / "run").rglob("robustness.json")).read_text())["evaluations"]
     assert {row["attack"] for row in result["rows"]} >= {"fgsm", "worst_case"} and len(result["attacks"]) == 2
     assert [a["threat_model"] for a in result["attacks"]] == ["white-box", "transfer"]
