@@ -9,8 +9,8 @@ Images are [0, 1] pixels and ``eps`` is a radius of that norm in the same units 
 the whole image; default inf, unbounded). As for every minimum-norm attack
 (:mod:`attacks.minimum_norm`), the search ignores eps (unless ``warm_start``): the smallest
 misclassified point found is returned if its norm is <= eps and ``x`` otherwise, and
-``last_info`` holds ``success`` and ``<norm>_norm`` per sample. Without the warm start the
-attack is deterministic (it starts at x).
+``last_info`` holds ``success`` and ``<norm>_norm`` per sample. The search is deterministic (it
+starts at x); the warm start and the L-inf refinement draw from ``seed``.
 
 One departure from the paper, on by default (``feasible_gradient``): the gradient drops
 the pixels that sit on the [0, 1] bound and would be pushed past it. The paper and
@@ -31,6 +31,15 @@ adversarials use: on the PGD-AT MNIST model the one-run curve lay 3.5 points abo
 per-eps worst case of PGD-40 + APGD-CE at eps 0.3 with the paper's step and nowhere above
 it (5.5 points below at 0.3) with the sign step (benchmarks/fmn_vs_adv_lib.py).
 
+A third, for L-inf (``refine_rounds``, default 5): the search stops in local minima a few
+percent above the smallest adversarial norm (on a clean MNIST model, 500 images, its one-run
+curve lay up to 3.6 points above the per-eps worst case of PGD-40 + APGD-CE at eps 0.1, with
+norms of 0.100-0.12 where PGD at 0.1 fooled the model). Each refinement round then runs a
+cross-entropy sign-PGD (random start, 50 steps) per sample in the ball of radius 0.97, 0.94 or
+0.90 x the sample's best norm so far, and keeps a smaller adversarial point when it finds one.
+The radii come from the search's own norms, never from a sweep's eps. ``refine_rounds: 0`` is
+the search alone.
+
 ``warm_start: true`` (off by default) starts the search at APGD-CE's point at ``eps`` (same
 seed), shrunk towards x by 10 bisections of its radius as far as it stays adversarial (as
 adv-lib's ``starting_points``): the curve at eps is then never above APGD-CE's, and on the
@@ -43,6 +52,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attacks.apgd import APGD
@@ -53,6 +63,8 @@ from attacks.norms import MEASURE_BALLS, TINY, l2_norms, make_ball, per_sample
 from attacks.registry import register_attack
 
 LINF_STEPS = ("sign", "l2")
+REFINE_FACTORS = (0.97, 0.94, 0.90)  # each refinement round's radius, relative to the best norm so far
+REFINE_STEPS = 50
 
 
 def cosine_annealing(start: float, end: float, step: int, steps: int) -> float:
@@ -86,8 +98,10 @@ class FMN(MinimumNormAttack):
     the [0, 1] bound that it would push outside (default true; false: the paper's raw
     gradient). linf_step: "sign" (default) or "l2" (the paper's unit L2 step), see the
     module docstring. warm_start: start at APGD-CE's shrunk point at eps (default false).
-    bn_mode: see attacks.model_mode. seed: seeds the warm start's APGD (the search itself
-    is deterministic).
+    refine_rounds: L-inf only, rounds of fixed-radius PGD after the search (default 5, 51 model
+    rows each; 0: none).
+    bn_mode: see attacks.model_mode. seed: seeds the warm start's APGD and the refinement's
+    random starts (the search itself is deterministic).
     """
 
     def __init__(
@@ -102,6 +116,7 @@ class FMN(MinimumNormAttack):
         feasible_gradient: bool = True,
         linf_step: str = "sign",
         warm_start: bool = False,
+        refine_rounds: int = 5,
         bn_mode: str = "eval",
         seed: int | None = None,
     ):
@@ -113,8 +128,11 @@ class FMN(MinimumNormAttack):
         self.feasible_gradient = bool(feasible_gradient)
         self.linf_step = linf_step
         self.warm_start = bool(warm_start)
+        self.refine_rounds = int(refine_rounds)
         if linf_step not in LINF_STEPS:
             raise ValueError(f"{self.name}: unknown linf_step {linf_step!r}; valid: {', '.join(LINF_STEPS)}")
+        if self.refine_rounds < 0:
+            raise ValueError(f"{self.name}: refine_rounds must be >= 0 (got {refine_rounds})")
         if self.steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1 (got {steps})")
         if not (self.alpha_init > 0 and self.alpha_final > 0):
@@ -160,7 +178,40 @@ class FMN(MinimumNormAttack):
                     step = grad / per_sample(l2_norms(grad).clamp_min(TINY), grad)
                 ball.eps = per_sample(epsilon, x)
                 x_adv = ball.project_around(x, x_adv + alpha * step)
+        if self.norm == "linf":
+            best_adv, best_norm = self._refine(model, x, y, best_adv, best_norm)
         return self._finish(model, x, y, best_adv, best_norm)
+
+    def _refine(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, best_adv: torch.Tensor,
+                best_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L-inf: ``refine_rounds`` rounds of cross-entropy sign-PGD (random start, REFINE_STEPS steps,
+        step size from r/4 to r/100 by cosine annealing), each in the ball of radius r = REFINE_FACTORS[k]
+        x the sample's best norm so far; a smaller adversarial point found replaces the best one. The
+        radii come from the search's own norms, not from any sweep eps."""
+        ball = make_ball(self.norm, math.inf, kinds=MEASURE_BALLS)
+        gen = self.generator(x.device)
+        for k in range(self.refine_rounds):
+            found = torch.isfinite(best_norm)
+            if not found.any():
+                break
+            radius = per_sample(torch.where(found, best_norm * REFINE_FACTORS[k % len(REFINE_FACTORS)], 0.0), x)
+            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+            x_adv = (x + noise * radius).clamp(0, 1)
+            for step in range(REFINE_STEPS + 1):
+                x_adv.requires_grad_(True)
+                logits = model(x_adv)
+                with torch.no_grad():
+                    norm = ball.norm(x_adv - x)
+                    better = (logits.argmax(1) != y) & (norm < best_norm)
+                    best_norm = torch.where(better, norm, best_norm)
+                    best_adv = torch.where(per_sample(better, x), x_adv, best_adv)
+                if step == REFINE_STEPS:
+                    break
+                (grad,) = torch.autograd.grad(F.cross_entropy(logits.float(), y, reduction="sum"), x_adv)
+                with torch.no_grad():
+                    size = radius * cosine_annealing(0.25, 0.01, step, REFINE_STEPS)
+                    x_adv = torch.minimum(torch.maximum(x_adv + size * grad.sign(), x - radius), x + radius).clamp(0, 1)
+        return best_adv.detach(), best_norm
 
     def _warm_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         """APGD-CE at ``eps``, then per sample the smallest shrink of its perturbation onto a

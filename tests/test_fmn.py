@@ -137,11 +137,12 @@ def test_last_info_matches_the_returned_points(norm, boundary_batch, unbounded):
 
 
 def test_a_seed_gives_bitwise_equal_results(natural):
-    model, x, y, runs = natural
+    """The search is deterministic; the L-inf refinement's random starts come from the seed."""
+    model, x, y, _ = natural
     for norm in NORMS:
-        attack = fmn(norm, seed=123)
-        assert torch.equal(attack(model, x, y), runs[norm][0]), norm
-        assert torch.equal(attack.last_info[f"{norm}_norm"], runs[norm][1][f"{norm}_norm"])
+        first, second = fmn(norm, seed=123), fmn(norm, seed=123)
+        assert torch.equal(first(model, x, y), second(model, x, y)), norm
+        assert torch.equal(first.last_info[f"{norm}_norm"], second.last_info[f"{norm}_norm"])
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -227,18 +228,34 @@ class CountingModel(nn.Module):
 
 
 def test_sweep_runs_a_minimum_norm_attack_once_and_matches_per_eps_runs(trained_toy):
-    """One FMN run gives the same per-eps results as running FMN at each eps."""
+    """One FMN run gives the same per-eps results as running FMN at each eps (the search alone:
+    the L-inf refinement's random starts differ between calls)."""
     model, x, y = trained_toy
     epsilons = [0.0, 0.1, 0.15, 0.2, 0.25]
     counting = CountingModel(model)
-    sweep = sweep_batch(counting, x, y, [{"name": "fmn", "norm": "linf", "steps": STEPS}], epsilons, seed=0)
+    sweep = sweep_batch(counting, x, y, [{"name": "fmn", "norm": "linf", "steps": STEPS, "refine_rounds": 0}], epsilons, seed=0)
     # clean check, STEPS steps + the attack's own confirmation pass, the sweep's re-evaluation
     assert counting.calls == 1 + STEPS + 1 + 1
     for e, eps in enumerate(epsilons):
-        x_adv = fmn("linf", eps=eps)(model, x, y)
+        x_adv = fmn("linf", eps=eps, refine_rounds=0)(model, x, y)
         with torch.no_grad():
             assert torch.equal(sweep.robust[0, e], model(x_adv).argmax(1) == y), eps
     assert sweep.robust[0, 0].all() and not sweep.robust[0, -2].all() and sweep.robust[0, -2].any()
+
+
+def test_linf_refinement_only_shrinks_the_points_found(trained_toy):
+    """The refinement keeps every point the search found unless it finds a smaller adversarial one
+    (never a larger norm, never a lost success), and it does find smaller ones."""
+    model, x, y = trained_toy
+    search = fmn("linf", refine_rounds=0)
+    search(model, x, y)
+    refined = fmn("linf", seed=0)
+    x_adv = check_threat_model(refined, model, x, y)
+    before, after = search.last_info["linf_norm"], refined.last_info["linf_norm"]
+    assert (after <= before).all() and (after < before).any()
+    assert torch.equal(refined.last_info["success"], search.last_info["success"])
+    with torch.no_grad():
+        assert torch.equal(model(x_adv).argmax(1) != y, refined.last_info["success"])
 
 
 def _curve_and_per_eps(model, x, y, norm, epsilons):
