@@ -195,8 +195,8 @@ class FMN(MinimumNormAttack):
             if not found.any():
                 break
             radius = per_sample(torch.where(found, best_norm * REFINE_FACTORS[k % len(REFINE_FACTORS)], 0.0), x)
-            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
-            x_adv = (x + noise * radius).clamp(0, 1)
+            ball.eps = radius
+            x_adv = ball.project_around(x, x + ball.random_point(x, gen))
             for step in range(REFINE_STEPS + 1):
                 x_adv.requires_grad_(True)
                 logits = model(x_adv)
@@ -210,7 +210,7 @@ class FMN(MinimumNormAttack):
                 (grad,) = torch.autograd.grad(F.cross_entropy(logits.float(), y, reduction="sum"), x_adv)
                 with torch.no_grad():
                     size = radius * cosine_annealing(0.25, 0.01, step, REFINE_STEPS)
-                    x_adv = torch.minimum(torch.maximum(x_adv + size * grad.sign(), x - radius), x + radius).clamp(0, 1)
+                    x_adv = ball.project_around(x, x_adv + ball.step(grad, size))
         return best_adv.detach(), best_norm
 
     def _warm_start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
